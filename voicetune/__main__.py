@@ -1,0 +1,3 @@
+from voicetune.cli import main
+
+raise SystemExit(main())
