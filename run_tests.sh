@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the tests need (the same setup/ scripts a user runs, then the dev extras) and runs
+# the whole suite: ruff, shellcheck, pytest (unit tests + one end-to-end run of the pipeline).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
+
+usage() {
+    cat <<EOF
+Usage: ./run_tests.sh [pytest arguments]
+
+Sets up .venv with setup/0..3 (skipped when already installed), installs the test tools, then runs
+ruff, shellcheck and pytest. Extra arguments go to pytest, e.g. ./run_tests.sh -k stylometry -x
+EOF
+}
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage; exit 0; fi
+
+cd "$ROOT"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 WANDB_MODE=offline MPLBACKEND=Agg
+
+echo "==> setup (idempotent)"
+for script in setup/0_create_venv.sh setup/1_install_pytorch.sh setup/2_install_axolotl.sh \
+    setup/3_install_training_stack.sh; do
+    bash "$script"
+done
+
+echo "==> test tools"
+constraints=()
+[[ -f setup/constraints.txt ]] && constraints=(-c setup/constraints.txt)
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]" "${constraints[@]}"
+
+echo "==> ruff"
+"$VENV/bin/ruff" check .
+
+echo "==> shellcheck"
+mapfile -t shell_scripts < <(find . -path ./.venv -prune -o -path ./.git -prune -o -name '*.sh' -print; echo .ci/run)
+"$VENV/bin/shellcheck" -x "${shell_scripts[@]}"
+
+echo "==> pytest"
+"$VENV/bin/python" -m pytest "$@"
