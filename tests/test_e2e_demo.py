@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DEMO_FILES = ["reginald.txt", "reginald-in-russia.txt", "the-toys-of-peace.txt"]
 
 
-def _run_demo(repo: Path, home: Path, base: Path, netlog: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _run_demo(
+    repo: Path, home: Path, base: Path, netlog: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.update(
         VOICETUNE_HOME=str(home),
@@ -52,7 +54,8 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, base_mo
 
 
 def test_demo_produces_every_artifact_with_a_manifest(demo_home: Path) -> None:
-    for folder in ["data/processed/demo", "checkpoints/demo", "merged_models/demo", "benchmarks/results/demo"]:
+    artifacts = ["data/processed/demo", "checkpoints/demo", "merged_models/demo", "benchmarks/results/demo"]
+    for folder in artifacts:
         manifest = json.loads((demo_home / folder / "manifest.json").read_text())
         assert manifest["fingerprint"], folder
     merged = demo_home / "merged_models" / "demo"

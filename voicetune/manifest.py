@@ -67,7 +67,7 @@ def library_versions(names: Iterable[str]) -> dict[str, str]:
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
