@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("voicetune.merge", "merge a trained adapter into its base model, with a parity check"),
     "generate": ("voicetune.generate", "write, continue or rewrite in the learned voice"),
     "benchmark": ("voicetune.benchmark", "base vs fine-tuned vs the author: stylometry report"),
+    "serve": ("voicetune.serve", "serve a merged model with vLLM's OpenAI-compatible server"),
+    "export-gguf": ("voicetune.export_gguf", "export a merged model to GGUF for llama.cpp / Ollama"),
 }
 
 
