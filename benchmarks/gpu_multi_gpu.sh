@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Issue 10 on the lent 2-GPU machine, in one call: the same `voicetune train` (training/2_train_lora.sh)
+# on a randomly initialised Llama-3.1-8B-shaped QLoRA, first on one GPU, then on two through
+# accelerate + DeepSpeed ZeRO-2, then the two-GPU run's checkpoint resumed on one GPU.
+#
+# Here, once (both folders git-ignored; carry them):
+#   bash ../shared/device/make_wheelhouse.sh .wheelhouse            # + DeepSpeed's pure-Python wheel
+#   mkdir -p .carry/tok && cp models/base/tokenizer* models/base/chat_template.jinja .carry/tok/
+#   VOICETUNE_HOME=$PWD/.carry/home voicetune prepare --input data/demo/author --name long \
+#       --base-model models/base --sequence-len 2048
+# On the device:  bash benchmarks/gpu_multi_gpu.sh [STEPS_TWO_GPUS] [STEPS_ONE_GPU]
+set -euo pipefail
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,11p' "$0"
+    exit 0
+fi
+steps_two="${1:-50}"
+steps_one="${2:-20}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="${OUT:-/tmp/multi-gpu-out}"
+mkdir -p "$out"
+site=/tmp/site
+
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" .wheelhouse/*.whl 2>/dev/null
+cp -r .wheelhouse/site/* "$site"/
+export PYTHONPATH="$site:$root" PYTHONUNBUFFERED=1
+export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export WANDB_MODE=disabled NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export VOICETUNE_HOME="$root/.carry/home"
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+
+echo "==> random Llama-3.1-8B-shaped model (bf16, built on the GPU, no download)"
+python3 - <<'PY'
+import shutil, time, torch
+from pathlib import Path
+from transformers import LlamaConfig, LlamaForCausalLM
+started = time.monotonic()
+config = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                     rope_theta=500000.0, max_position_embeddings=8192, bos_token_id=1,
+                     eos_token_id=2, pad_token_id=2, torch_dtype="bfloat16")
+torch.manual_seed(0)
+with torch.device("cuda"):
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+out = Path("/tmp/m8b")
+model.save_pretrained(out, safe_serialization=True)
+for f in Path(".carry/tok").iterdir():
+    shutil.copy(f, out / f.name)
+print(f"built and saved in {time.monotonic() - started:.0f} s")
+PY
+
+train() {
+    python3 -m voicetune train --profile 80gb --data long --base-model /tmp/m8b --wandb off \
+        --set use_tensorboard=false --set eval_sample_packing=false "$@"
+}
+summary() {
+    python3 - "$1" <<'PY'
+import json, sys
+m = json.load(open(f"{sys.argv[1]}/manifest.json"))
+keys = ["global_step", "max_steps", "tokens_per_second", "trainable_tokens_per_second", "peak_vram_gib",
+        "vram_estimate_gib", "final_train_loss", "final_eval_loss", "wall_seconds", "gpus"]
+print(json.dumps({k: m.get(k) for k in keys}))
+PY
+}
+
+if (( steps_one > 0 )); then
+    echo "==> one GPU, $steps_one steps"
+    CUDA_VISIBLE_DEVICES=0 train --run one-gpu --max-steps "$steps_one" 2>&1 | tee "$out/one-gpu.log" \
+        | grep -vE "it/s\]|s/it\]" || true
+    summary "$VOICETUNE_HOME/checkpoints/one-gpu" | tee "$out/summary.jsonl"
+fi
+
+echo "==> two GPUs (DeepSpeed ZeRO-2), $steps_two steps"
+train --run two-gpu --gpus 2 --multi-gpu deepspeed --max-steps "$steps_two" 2>&1 | tee "$out/two-gpu.log" | grep -vE "it/s\]|s/it\]" || true
+summary "$VOICETUNE_HOME/checkpoints/two-gpu" | tee -a "$out/summary.jsonl"
+find "$VOICETUNE_HOME/checkpoints/two-gpu/output" -maxdepth 1 -name "checkpoint-*" | tee "$out/two-gpu-checkpoints.txt"
+
+echo "==> the two-GPU checkpoint resumed on one GPU, to step $((steps_two + 10))"
+CUDA_VISIBLE_DEVICES=0 train --run two-gpu --gpus 1 --set "deepspeed=$root/configs/deepspeed/zero2.json" --resume --force \
+    --max-steps "$((steps_two + 10))" 2>&1 | tee "$out/resume-one-gpu.log" | grep -vE "it/s\]|s/it\]" || true
+summary "$VOICETUNE_HOME/checkpoints/two-gpu" | tee -a "$out/summary.jsonl"
