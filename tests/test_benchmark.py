@@ -1,0 +1,300 @@
+"""The benchmark's torch-free logic: prompts, verdicts on known answers, resolving what to compare,
+and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmark_data import known_answer_results
+from stylometry_data import author_split
+
+from voicetune import benchmark as bm
+from voicetune import scoring
+from voicetune.errors import MissingArtifactError, VoicetuneError
+from voicetune.manifest import write_manifest
+from voicetune.stylometry import sentences
+
+# --------------------------------------------------------------------------- prompts
+
+
+def _count_words(text: str) -> int:
+    return len(text.split())
+
+
+def test_prompts_come_from_the_held_out_text_in_whole_sentences() -> None:
+    _, test = author_split()
+    items = bm.select_prompts(test, 20, 64, 60, seed=1, count_tokens=_count_words)
+    assert len(items) == 20
+    flat = " ".join(" ".join(t.split()) for t in test)
+    for item in items:
+        assert " ".join(item.prompt.split()) in flat and " ".join(item.reference.split()) in flat
+        # The prompt ends a sentence (or a paragraph), so the reference starts a new one.
+        first = item.reference.lstrip("\"'“‘_([—-")[:1]
+        assert first.isupper() or first.isdigit(), item.reference[:40]
+        assert len(sentences(item.prompt)) >= 1
+        assert 0 < _count_words(item.reference) <= 60
+        assert _count_words(item.prompt) >= 64
+        # The reference follows the prompt in the document.
+        prompt_at = flat.index(" ".join(item.prompt.split()))
+        reference_at = flat.index(" ".join(item.reference.split()), prompt_at)
+        assert reference_at - prompt_at - len(" ".join(item.prompt.split())) < 20
+
+
+def test_prompt_selection_is_seeded_and_windows_do_not_overlap() -> None:
+    _, test = author_split()
+    a = bm.select_prompts(test, 12, 64, 60, seed=7, count_tokens=_count_words)
+    b = bm.select_prompts(test, 12, 64, 60, seed=7, count_tokens=_count_words)
+    c = bm.select_prompts(test, 12, 64, 60, seed=8, count_tokens=_count_words)
+    assert a == b and a != c
+    every = bm.select_prompts(test, 10_000, 64, 60, seed=7, count_tokens=_count_words)
+    flat = " ".join(" ".join(t.split()) for t in test)
+    starts = [flat.index(" ".join(item.prompt.split())) for item in every]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    assert (
+        bm.select_prompts(["Too short. Far too short."], 5, 64, 60, seed=0, count_tokens=_count_words) == []
+    )
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@pytest.mark.parametrize(
+    ("direction", "low", "high", "expected"),
+    [
+        ("lower", -0.3, -0.1, "better"),
+        ("lower", 0.1, 0.3, "worse"),
+        ("lower", -0.1, 0.2, "no clear difference"),
+        ("higher", 0.1, 0.3, "better"),
+        ("higher", -0.3, -0.1, "worse"),
+        ("closer", -0.2, -0.01, "better"),
+        ("closer", None, None, "not measured"),
+    ],
+)
+def test_verdict_follows_the_interval_of_the_difference(direction, low, high, expected) -> None:
+    assert scoring.verdict(direction, {"value": 0.0, "ci_low": low, "ci_high": high}) == expected
+
+
+def _comparison(results: dict, model: str, measure: str) -> dict:
+    return next(c for c in results["comparisons"] if c["model"] == model and c["measure"] == measure)
+
+
+def test_known_answers_the_authors_text_beats_its_shuffled_words() -> None:
+    results = known_answer_results()
+    assert _comparison(results, "tuned", "style_distance")["verdict"] == "better"
+    assert _comparison(results, "tuned", "sentence_length_ks")["verdict"] == "better"
+    assert _comparison(results, "tuned", "perplexity")["verdict"] == "better"
+    assert _comparison(results, "tuned", "perplexity")["paired"] is True
+    # Same words, other order: the bag-of-words measures cannot tell them apart, and say so.
+    for measure in ("cosine_delta", "burrows_delta", "function_word_jsd", "punctuation_jsd"):
+        assert _comparison(results, "tuned", measure)["verdict"] == "no clear difference", measure
+    # The reference itself (the ceiling) equals "tuned" on pooled measures: the same texts.
+    values = results["measures"]["style_distance"]["values"]
+    assert values["base"]["value"] > values["author (held-out)"]["value"] + 0.4
+    assert results["summary"]["tuned"]["copying"] == "no more than the author's own new writing"
+
+
+def test_known_answers_copying_is_flagged() -> None:
+    results = known_answer_results()
+    assert results["measures"]["copied_ngram_share"]["values"]["copycat"]["value"] == pytest.approx(1.0)
+    assert _comparison(results, "copycat", "copied_ngram_share")["verdict"] == "worse"
+    assert _comparison(results, "copycat", "longest_copied_span")["verdict"] == "worse"
+    summary = results["summary"]["copycat"]
+    assert summary["copying"] == "more than the author's own new writing"
+    assert summary["longest_copied_span_max"] >= 55
+
+
+def test_known_answers_ceiling_and_attribution_are_reported() -> None:
+    results = known_answer_results()
+    share = results["measures"]["attribution_share"]
+    assert share["ceiling"] == share["values"]["author (held-out)"]
+    assert share["ceiling"]["value"] > results["attribution"]["chance"]
+    assert results["measures"]["perplexity"]["ceiling"] is None
+    for entry in results["measures"].values():
+        for value in entry["values"].values():
+            if value["ci_low"] is not None:
+                assert value["ci_low"] <= value["ci_high"]
+
+
+# --------------------------------------------------------------------------- what to compare
+
+
+def _args(**overrides: object) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bm.configure_parser(parser)
+    args = parser.parse_args([])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def _model_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def _data_dir(home: Path) -> Path:
+    data = home / "data" / "processed" / "demo"
+    for split in ("train", "test"):
+        (data / "texts" / split).mkdir(parents=True)
+        (data / "texts" / split / "0000.txt").write_text("Some words.", encoding="utf-8")
+    write_manifest(data, {"step": "prepare", "fingerprint": "x", "outputs": {}})
+    return data
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("VOICETUNE_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_a_run_never_trained_names_the_script_to_run_first(home: Path) -> None:
+    with pytest.raises(MissingArtifactError) as info:
+        bm.build_plan(_args(run="never"))
+    assert info.value.exit_code == 2
+    assert "training/2_train_lora.sh" in str(info.value)
+
+
+def test_a_merged_run_compares_base_with_the_merged_model(home: Path) -> None:
+    base = _model_dir(home / "models" / "base")
+    merged = _model_dir(home / "merged_models" / "demo")
+    data = _data_dir(home)
+    write_manifest(merged, {"step": "merge", "base_model": str(base), "data_dir": "data/processed/demo"})
+    plan = bm.build_plan(_args(run="demo"))
+    assert [(m.name, m.model_dir, m.adapter_dir) for m in plan.models] == [
+        ("base", base, None),
+        ("fine-tuned", merged, None),
+    ]
+    assert plan.train_dir == data.resolve() / "texts" / "train" and plan.test_dir.name == "test"
+    assert plan.out_dir == home.resolve() / "benchmarks" / "results" / "demo"
+    assert not plan.raw_author_texts and not plan.notes
+
+
+def test_an_unmerged_run_uses_base_plus_adapter_and_says_so(home: Path) -> None:
+    base = _model_dir(home / "models" / "base")
+    adapter = home / "checkpoints" / "demo" / "output"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    _data_dir(home)
+    write_manifest(
+        home / "checkpoints" / "demo",
+        {
+            "step": "train",
+            "adapter_dir": str(adapter),
+            "base_model": str(base),
+            "data_dir": "data/processed/demo",
+        },
+    )
+    plan = bm.build_plan(_args(run="demo"))
+    assert plan.models[1].adapter_dir == adapter and plan.models[1].model_dir == base
+    assert "3_merge_adapter.sh" in plan.notes[0]
+
+
+def test_unprepared_data_names_the_prepare_script(home: Path) -> None:
+    base = _model_dir(home / "models" / "base")
+    merged = _model_dir(home / "merged_models" / "demo")
+    write_manifest(merged, {"step": "merge", "base_model": str(base), "data_dir": str(home / "nowhere")})
+    with pytest.raises(MissingArtifactError, match=r"1_prepare_data\.sh"):
+        bm.build_plan(_args(run="demo"))
+
+
+def test_any_models_on_any_author(home: Path) -> None:
+    one = _model_dir(home / "one")
+    adapter = home / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(one)}))
+    train, test = home / "train", home / "test"
+    train.mkdir()
+    test.mkdir()
+    args = _args(
+        model=[f"first={one}", f"second={adapter}", f"third={one}"],
+        author_train=str(train),
+        author_test=str(test),
+        baseline="second",
+        name="mine",
+    )
+    plan = bm.build_plan(args)
+    assert [m.name for m in plan.models] == ["second", "first", "third"]
+    assert plan.models[0].adapter_dir == adapter and plan.models[0].model_dir == one
+    assert plan.raw_author_texts and plan.out_dir.name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({}, "nothing to compare"),
+        ({"model": ["no-equals-sign"]}, "NAME=PATH"),
+        ({"model": ["a=MODEL", "a=MODEL"]}, "two models are named"),
+        ({"model": ["a=MODEL"], "author_train": "TRAIN"}, "both --author-train"),
+        ({"model": ["a=MODEL"], "author_train": "TRAIN", "author_test": "TRAIN"}, "same folder"),
+        ({"model": ["a=MODEL"]}, "which author"),
+        (
+            {"model": ["a=MODEL"], "baseline": "zzz", "author_train": "TRAIN", "author_test": "TEST"},
+            "--baseline",
+        ),
+        ({"model": ["a=MISSING"]}, "no such folder"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(home: Path, overrides: dict, message: str) -> None:
+    model = _model_dir(home / "model")
+    (home / "train").mkdir()
+    (home / "test").mkdir()
+    subst = {"MODEL": str(model), "MISSING": str(home / "missing"), "TRAIN": str(home / "train"),
+             "TEST": str(home / "test")}  # fmt: skip
+
+    def fill(value: object) -> object:
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, str):
+            for key, path in subst.items():
+                value = value.replace(key, path)
+        return value
+
+    with pytest.raises(VoicetuneError, match=message):
+        bm.build_plan(_args(**{k: fill(v) for k, v in overrides.items()}))
+
+
+def test_device_defaults_fill_only_what_was_not_set() -> None:
+    cpu = bm.resolve_settings(bm.BenchmarkSettings(prompts=5), "cpu")
+    assert cpu.prompts == 5 and cpu.max_new_tokens == 72 and cpu.batch_size == 24 and cpu.device == "cpu"
+    gpu = bm.resolve_settings(bm.BenchmarkSettings(), "cuda")
+    assert gpu.prompts == 128 and gpu.max_new_tokens == 160 and gpu.ppl_window == 1024
+    with pytest.raises(Exception, match="extra"):
+        bm.BenchmarkSettings.model_validate({"promts": 3})
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_script_help_is_instant_and_complete(repo_root: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "benchmarks" / "1_voice_comparison.py"), "--help"],
+        capture_output=True, text=True, timeout=60, cwd="/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    flags = ["--run", "--model", "--author-train", "--author-test", "--others", "--prompts", "--seed",
+             "--max-new-tokens", "--batch-size", "--device", "--ppl-max-tokens", "--temperature"]  # fmt: skip
+    for flag in flags:
+        assert flag in result.stdout
+    # Help and logic load without torch: the model code is imported only when a run needs it.
+    check = subprocess.run(
+        [sys.executable, "-c", "import sys, voicetune.benchmark; print('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=60, cwd=repo_root,
+    )  # fmt: skip
+    assert check.stdout.strip() == "False"
+
+
+def test_script_without_inputs_fails_with_one_line(repo_root: Path, tmp_path: Path) -> None:
+    env = {"VOICETUNE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "benchmarks" / "1_voice_comparison.py"), "--run", "nope"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "2_train_lora.sh" in lines[0]

@@ -1,0 +1,120 @@
+"""The benchmark's torch part on the real demo model (SmolLM2-135M) and a real PEFT LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from lora_fixtures import shared_adapter
+from stylometry_data import DEMO, HELD_OUT_BOOK
+
+from voicetune import benchmark as bm
+from voicetune import lm_eval
+
+
+@pytest.fixture(scope="module")
+def base(base_model_dir: Path) -> tuple[object, object]:
+    spec = lm_eval.resolve_model_path("base", base_model_dir)
+    return lm_eval.load_model(spec, "cpu")
+
+
+TEXT = (
+    "Reginald closed his eyes with the elaborate weariness of one who has been asked to admire a "
+    'sunset. "The Duchess," he said, "has a genius for being unexpectedly early. It is the only '
+    'vice she has never been able to conceal, and she has tried most of the others." His aunt, who '
+    "had not been asked for her opinion and therefore gave it at once, observed that punctuality was "
+    "the politeness of kings. Reginald replied that kings had so few other things to be polite about."
+)
+
+
+def test_perplexity_scores_every_token_once_and_matches_one_forward_pass(base: tuple) -> None:
+    import torch
+
+    model, tokenizer = base
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    one_window = lm_eval.perplexity_windows(
+        model, tokenizer, [TEXT], max_tokens=10_000, window=512, stride=256
+    )
+    assert int(one_window.tokens.sum()) == len(ids) - 1
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+        expected = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum")
+    assert one_window.nll.sum() == pytest.approx(float(expected), rel=1e-4)
+    # Small windows: still every token once, each with context; the blocks are what the bootstrap uses.
+    sliding = lm_eval.perplexity_windows(model, tokenizer, [TEXT, TEXT], max_tokens=80, window=32, stride=16)
+    assert int(sliding.tokens.sum()) == 80 - 2 and sliding.tokens.max() <= 128
+    again = lm_eval.perplexity_windows(model, tokenizer, [TEXT, TEXT], max_tokens=80, window=32, stride=16)
+    assert list(again.nll) == list(sliding.nll)
+    assert 1 < sliding.perplexity < 1000
+
+
+def test_batched_generation_pads_on_the_left_and_is_seeded(base: tuple) -> None:
+    model, tokenizer = base
+    prompts = ["The aunt said that", "It was a long and tedious afternoon at the vicarage, and the curate"]
+    greedy = {"temperature": 0.0, "add_special_tokens": True}
+    together = lm_eval.generate_continuations(model, tokenizer, prompts, 8, batch_size=2, **greedy)
+    alone = [
+        lm_eval.generate_continuations(model, tokenizer, [p], 8, batch_size=1, **greedy)[0] for p in prompts
+    ]
+    assert together == alone and all(together)
+    a = lm_eval.generate_continuations(model, tokenizer, prompts, 8, temperature=0.9, seed=11, batch_size=2)
+    b = lm_eval.generate_continuations(model, tokenizer, prompts, 8, temperature=0.9, seed=11, batch_size=2)
+    assert a == b
+
+
+def test_an_adapter_folder_names_its_base_and_changes_the_model(
+    tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path, base: tuple
+) -> None:
+    adapter = shared_adapter(tmp_path_factory, base_model_dir)
+    spec = lm_eval.resolve_model_path("tuned", adapter)
+    assert spec.adapter_dir == adapter.resolve() and spec.model_dir == base_model_dir.resolve()
+    tuned, tokenizer = lm_eval.load_model(spec, "cpu")
+    base_ppl = lm_eval.perplexity_windows(*base, [TEXT], max_tokens=64, window=64, stride=64).perplexity
+    tuned_ppl = lm_eval.perplexity_windows(
+        tuned, tokenizer, [TEXT], max_tokens=64, window=64, stride=64
+    ).perplexity
+    assert tuned_ppl != pytest.approx(base_ppl, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_is_reproducible_and_then_up_to_date(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    base_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two real models (base, base + LoRA) on an author given as folders: the same seed gives the same
+    numbers twice, and a third run with nothing changed is skipped."""
+    adapter = shared_adapter(tmp_path_factory, base_model_dir)
+    train, test = tmp_path / "train", tmp_path / "test"
+    train.mkdir()
+    test.mkdir()
+    shutil.copy(DEMO / "author" / "reginald-in-russia.txt", train)
+    shutil.copy(DEMO / "author" / HELD_OUT_BOOK, test)
+    config = tmp_path / "voicetune.yaml"
+    config.write_text("benchmark:\n  attribution_segments: 120\n  bootstrap: 300\n")
+    out = tmp_path / "results"
+    argv = [
+        "--model", f"base={base_model_dir}", "--model", f"lora={adapter}",
+        "--author-train", str(train), "--author-test", str(test), "--out", str(out), "--config", str(config),
+        "--prompts", "3", "--prompt-tokens", "32", "--max-new-tokens", "10", "--ppl-max-tokens", "96",
+        "--device", "cpu", "--seed", "3",
+    ]  # fmt: skip
+    assert bm.main(argv) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert bm.main([*argv, "--force"]) == 0
+    second = json.loads((out / "results.json").read_text())
+    assert first["samples"] == second["samples"]
+    assert first["measures"] == second["measures"]
+    assert first["comparisons"] == second["comparisons"]
+    assert [m["name"] for m in first["models"]] == ["base", "lora"]
+    assert first["models"][1]["adapter_dir"] == str(adapter.resolve())
+    assert first["settings"]["attribution_segments"] == 120 and first["prompts"]["count"] == 3
+    assert all(first["samples"][i]["continuations"]["lora"] for i in range(3))
+    for name in ("report.md", "report.html", "results.json", "samples.md", "measures.png", "manifest.json"):
+        assert (out / name).is_file(), name
+    capsys.readouterr()
+    assert bm.main(argv) == 0
+    assert "up to date" in capsys.readouterr().out

@@ -1,0 +1,98 @@
+"""The report's files, from a real (torch-free) benchmark result with known answers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from benchmark_data import known_answer_results
+
+from voicetune import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    folder = tmp_path_factory.mktemp("report")
+    names = report.write_report(folder, known_answer_results())
+    return folder, names
+
+
+def test_every_report_file_is_written(written: tuple[Path, list[str]]) -> None:
+    folder, names = written
+    expected = {"report.md", "report.html", "results.json", "samples.md", *report.PLOTS}
+    assert set(names) == expected
+    assert {p.name for p in folder.iterdir()} == expected
+    for name in report.PLOTS:
+        data = (folder / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5_000, name
+
+
+def test_results_json_round_trips_and_has_no_nan(written: tuple[Path, list[str]]) -> None:
+    folder, _ = written
+    text = (folder / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON for any reader
+    data = json.loads(text)
+    assert data["schema_version"] == 1
+    assert data["baseline"] == "base" and data["reference"] == "author (held-out)"
+    for entry in data["measures"].values():
+        assert entry["direction"] in ("lower", "higher", "closer")
+        for value in entry["values"].values():
+            assert set(value) == {"value", "ci_low", "ci_high", "n"}
+
+
+def test_results_schema_documents_every_key(written: tuple[Path, list[str]], repo_root: Path) -> None:
+    folder, _ = written
+    data = json.loads((folder / "results.json").read_text())
+    doc = (repo_root / "docs" / "results_schema.md").read_text()
+    documented = set(re.findall(r"`([a-z_0-9]+)`", doc))
+    missing = [key for key in data if key not in documented]
+    missing += [key for key in data["measures"] if key not in documented]
+    missing += [key for key in data["comparisons"][0] if key not in documented]
+    missing += [key for key in data["summary"]["tuned"] if key not in documented]
+    assert not missing, f"docs/results_schema.md does not mention: {missing}"
+
+
+def test_markdown_states_the_verdicts_with_intervals_and_the_ceiling(written: tuple[Path, list[str]]) -> None:
+    folder, _ = written
+    md = (folder / "report.md").read_text()
+    assert md.startswith("# Voice benchmark: known-answers")
+    assert "tuned beats base?" in md and "copycat beats base?" in md
+    row = next(line for line in md.splitlines() if line.startswith("| Style distance"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]", cells[2]), cells  # value [low, high]
+    assert cells[-3] == "yes"  # tuned beats base on the style distance
+    assert "author (held-out)" in md and "ceiling" in md
+    assert "Copying: copycat" in md and "more than the author's own new writing" in md
+    for name in report.PLOTS:
+        assert f"]({name})" in md
+
+
+def test_html_embeds_the_plots_and_needs_no_javascript(written: tuple[Path, list[str]]) -> None:
+    folder, _ = written
+    page = (folder / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(report.PLOTS)
+    assert "<script" not in page.lower()
+    assert '<td class="yes">yes</td>' in page
+    assert page.count('<table class="samples">') == len(known_answer_results()["samples"])
+
+
+def test_samples_are_side_by_side(written: tuple[Path, list[str]]) -> None:
+    folder, _ = written
+    samples = (folder / "samples.md").read_text()
+    results = known_answer_results()
+    assert samples.count("## Prompt ") == len(results["samples"])
+    assert "| author (held-out) | base | tuned | copycat |" in samples
+    first = results["samples"][0]["continuations"]["tuned"]
+    assert " ".join(first.split())[:60] in samples
+
+
+def test_formatting_helpers() -> None:
+    half = {"value": 0.5, "ci_low": 0.25, "ci_high": 0.75}
+    assert report.fmt_estimate(half, percent=True) == "50% [25%, 75%]"
+    assert report.fmt_estimate({"value": 12.345, "ci_low": None, "ci_high": None}) == "12.35"
+    assert report.fmt_estimate(None) == "n/a"
+    assert report.md_table(["a|b"], [["x\ny"]]) == "| a\\|b |\n|---|\n| x y |"
