@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Step 2: fine-tune a LoRA/QLoRA adapter on the prepared data with the real Axolotl CLI.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+[[ -x "$PY" ]] || PY="$(command -v python3)"
+
+usage() {
+    cat <<USAGE
+usage: training/2_train_lora.sh [--profile auto|cpu-demo|16gb|24gb|32gb|80gb|FILE.yaml] [--config FILE]
+                                [--data NAME] [--run NAME] [--resume] [--force] [--dry-run]
+                                [--wandb off|offline|online] [--max-steps N] [--gpus N] [--help] [more flags]
+
+Renders the Axolotl config of this run into checkpoints/<run>/axolotl.yaml (a profile from
+configs/axolotl/ + the run's data, base model and flags), checks it in seconds (Axolotl's own schema,
+the known mistakes, data that would not fit sequence_len, free disk, a VRAM estimate against the
+GPU), then runs 'accelerate launch -m axolotl.cli.train' (what 'axolotl train' runs) and streams its
+output to the terminal and to checkpoints/<run>/train.log. TensorBoard logs always; wandb offline
+unless --wandb online. With --gpus N (N > 1) it launches N processes with DeepSpeed ZeRO-2 (or
+--multi-gpu fsdp) from configs/deepspeed/.
+
+  --profile auto   picks cpu-demo without a GPU; with one, the profile for its memory and the largest
+                   micro batch and sequence length that fit, and says why
+  --resume         continue an interrupted run from its latest complete checkpoint
+  --dry-run        render + preflight, print the exact command, train nothing
+  --help           this text, then every flag of 'voicetune train'
+
+A finished run is skipped when nothing changed ("up to date"), and never overwritten without --force.
+USAGE
+}
+
+for arg in "$@"; do
+    case "$arg" in
+        -h|--help) usage; echo; PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m voicetune train --help; exit 0 ;;
+    esac
+done
+
+echo "==> train: voicetune train $*"
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m voicetune train "$@"

@@ -1,0 +1,363 @@
+"""VRAM estimate for a LoRA/QLoRA training step: pure arithmetic over the model's shape.
+
+No torch here: preflight and `--profile auto` call it on any machine, and tests check the numbers.
+The model is Llama-shaped (q/k/v/o + gate/up/down projections, RMSNorm, an LM head), which covers
+Llama, Mistral, Qwen2/3, SmolLM and most open decoders.
+
+What the estimate counts, in the order memory is taken during one optimizer step:
+- base weights: 4-bit NF4 linears (0.5 byte a weight + absmax scales; double quantisation shrinks
+  the scales to ~8 bits per 64 weights) or 16/32-bit linears; embeddings, LM head and norms stay in
+  the compute dtype;
+- LoRA adapters: PEFT keeps them (and so their gradients) in fp32;
+- optimizer states: AdamW 8 bytes a trainable parameter, 8-bit AdamW 2 bytes; "paged" variants live
+  in CUDA unified memory, which torch's allocator does not count (they still take GPU memory);
+- activations: with gradient checkpointing only each layer's input is kept, plus one layer's working
+  set while it is recomputed; without it every layer keeps its intermediates. Eager attention also
+  keeps the heads x seq x seq score matrices; SDPA and flash-attention do not;
+- logits: the LM head's output in the compute dtype, its fp32 upcast for the loss and the fp32
+  gradient (10 bytes a logit in bf16); Liger's fused linear cross-entropy never builds them.
+
+Peak = persistent memory + the larger of (saved activations + logits: the end of the forward pass)
+and (LoRA gradients + one layer's working set: the end of the backward pass).
+
+Calibration, H100, Llama-3.1-8B shape, QLoRA r64 on 7 modules, seq 2048, micro batch 1, checkpointing:
+Axolotl 0.19 with packing + SDPA measured 9.5 GiB peak allocated (estimate 9.0); with Liger 7.1 GiB
+(estimate 7.0). tests/test_vram.py holds these numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+GIB = 1024**3
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# CUDA context, cuBLAS workspaces and the allocator's slack: what "fits" keeps free beyond the peak.
+CONTEXT_BYTES = int(1.0 * GIB)
+FRAGMENTATION = 1.10
+# NF4 block of 64 weights: 4 bits each + one absmax. Plain: an fp32 absmax (32 bits / 64 weights);
+# double quantisation: an 8-bit absmax plus one fp32 scale per 256 blocks.
+NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
+NF4_DQ_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
+LOGIT_BYTES_EXTRA = 8  # fp32 upcast for the loss + fp32 gradient of the logits
+LORA_PARAM_BYTES = 4  # PEFT's autocast_adapter_dtype keeps adapters in fp32
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ModelShape:
+        """From a Hugging Face config.json mapping (text config of multimodal models too)."""
+        cfg = config.get("text_config") or config
+        try:
+            hidden = int(cfg["hidden_size"])
+            heads = int(cfg["num_attention_heads"])
+            return cls(
+                hidden_size=hidden,
+                num_layers=int(cfg["num_hidden_layers"]),
+                num_heads=heads,
+                num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+                head_dim=int(cfg.get("head_dim") or hidden // heads),
+                intermediate_size=int(cfg["intermediate_size"]),
+                vocab_size=int(cfg["vocab_size"]),
+                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", config.get("tie_word_embeddings"))),
+                max_position_embeddings=cfg.get("max_position_embeddings"),
+            )
+        except KeyError as exc:
+            raise ValueError(f"config.json lacks {exc.args[0]!r}: not a Llama-shaped decoder") from exc
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path) -> ModelShape:
+        return cls.from_config(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
+
+    def projection_dims(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each projection of one decoder layer."""
+        h, q, kv, i = (
+            self.hidden_size,
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+            self.intermediate_size,
+        )
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    @property
+    def linear_params(self) -> int:
+        """Weights of all decoder-layer projections (what 4-bit quantisation applies to)."""
+        return self.num_layers * sum(a * b for a, b in self.projection_dims().values())
+
+    @property
+    def embedding_params(self) -> int:
+        heads = 1 if self.tie_word_embeddings else 2
+        return heads * self.vocab_size * self.hidden_size
+
+    @property
+    def norm_params(self) -> int:
+        return (2 * self.num_layers + 1) * self.hidden_size
+
+    @property
+    def total_params(self) -> int:
+        return self.linear_params + self.embedding_params + self.norm_params
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """The knobs of a run that decide memory (names follow the Axolotl keys they come from)."""
+
+    micro_batch_size: int = 1
+    sequence_len: int = 2048
+    load_in_4bit: bool = True
+    double_quant: bool = True
+    compute_bytes: int = 2  # bf16/fp16 = 2, fp32 = 4
+    lora_r: int = 64
+    lora_target_modules: tuple[str, ...] = LLAMA_PROJECTIONS
+    lora_dropout: float = 0.05
+    optimizer: str = "paged_adamw_8bit"
+    gradient_checkpointing: bool = True
+    attention: str = "sdpa"  # sdpa | flash_attention_2 | eager | ...
+    liger_fused_linear_cross_entropy: bool = False
+    liger_kernels: bool = False  # rms_norm/glu: smaller working set per layer
+
+    @property
+    def tokens(self) -> int:
+        return self.micro_batch_size * self.sequence_len
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes by component; `peak_allocated` is comparable with torch.cuda.max_memory_allocated()."""
+
+    base_weights: int
+    lora_params: int
+    lora_weights: int
+    lora_grads: int
+    optimizer_states: int
+    optimizer_paged: bool
+    saved_activations: int
+    logits: int
+    layer_working_set: int
+    persistent: int
+    peak_allocated: int
+    required: int  # what must be free on the card: peak + paged states + slack + CUDA context
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            {
+                f"{k}_gib": round(v / GIB, 2)
+                for k, v in asdict(self).items()
+                if isinstance(v, int) and not isinstance(v, bool) and k != "lora_params"
+            }
+        )
+        return data
+
+    def lines(self) -> list[str]:
+        """A short human breakdown, one component a line."""
+
+        def gib(value: int) -> str:
+            return f"{value / GIB:6.2f} GiB"
+
+        paged = " (paged: unified memory)" if self.optimizer_paged else ""
+        return [
+            f"base weights      {gib(self.base_weights)}",
+            f"LoRA weights      {gib(self.lora_weights)}  ({self.lora_params / 1e6:.1f} M params, fp32)",
+            f"LoRA gradients    {gib(self.lora_grads)}",
+            f"optimizer states  {gib(self.optimizer_states)}{paged}",
+            f"activations       {gib(self.saved_activations)}",
+            f"logits            {gib(self.logits)}",
+            f"layer working set {gib(self.layer_working_set)}",
+            f"peak allocated    {gib(self.peak_allocated)}",
+            f"needs free        {gib(self.required)}  (peak x{FRAGMENTATION:.2f} + CUDA context)",
+        ]
+
+
+def optimizer_bytes_per_param(optimizer: str) -> tuple[int, bool]:
+    """(bytes of state per trainable parameter, paged?) for an Axolotl/HF optimizer name."""
+    name = optimizer.lower()
+    paged = "paged" in name
+    if "lion" in name:
+        return (1 if "8bit" in name else 4), paged  # one momentum
+    if "8bit" in name:
+        return 2, paged  # two 8-bit moments
+    if name.startswith("sgd"):
+        return 0, paged
+    if "adafactor" in name:
+        return 1, paged  # factored second moment: tiny for adapters
+    return 8, paged  # AdamW and friends: two fp32 moments
+
+
+def lora_param_count(shape: ModelShape, r: int, targets: tuple[str, ...] | list[str]) -> int:
+    dims = shape.projection_dims()
+    unknown = [t for t in targets if t not in dims]
+    if unknown:
+        raise ValueError(f"unknown LoRA target module(s) {unknown}: expected some of {list(dims)}")
+    return shape.num_layers * sum(r * (dims[t][0] + dims[t][1]) for t in targets)
+
+
+def _layer_saved_bytes(shape: ModelShape, plan: TrainPlan) -> int:
+    """Activations one decoder layer keeps for backward, without checkpointing."""
+    h, i = shape.hidden_size, shape.intermediate_size
+    q, kv = shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
+    # norm in/out (2h), q, k, v, attention output (q), o_proj input, residual, second norm (2h),
+    # gate, up, act(gate), gate*up (4i)
+    width = 2 * h + q + 2 * kv + q + h + 2 * h + 4 * i
+    if plan.lora_dropout > 0:
+        # PEFT applies dropout per LoRA module: one copy of each targeted module's input
+        dims = shape.projection_dims()
+        width += sum(dims[t][0] for t in plan.lora_target_modules if t in dims)
+    if plan.liger_kernels:
+        width -= 2 * i  # fused SwiGLU recomputes act(gate) and the product
+    per_token = width * plan.compute_bytes
+    attention = 0
+    if plan.attention == "eager":
+        # scores + softmax (compute dtype) + dropout mask (1 byte) per head
+        attention = (
+            plan.micro_batch_size * shape.num_heads * plan.sequence_len**2 * (2 * plan.compute_bytes + 1)
+        )
+    return plan.tokens * per_token + attention
+
+
+def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
+    cb = plan.compute_bytes
+    if plan.load_in_4bit:
+        per_weight = NF4_DQ_BYTES_PER_WEIGHT if plan.double_quant else NF4_BYTES_PER_WEIGHT
+        linear = int(shape.linear_params * per_weight)
+    else:
+        linear = shape.linear_params * cb
+    base = linear + (shape.embedding_params + shape.norm_params) * cb
+
+    lora_params = lora_param_count(shape, plan.lora_r, plan.lora_target_modules)
+    lora_weights = lora_params * LORA_PARAM_BYTES
+    lora_grads = lora_params * LORA_PARAM_BYTES
+    state_per_param, paged = optimizer_bytes_per_param(plan.optimizer)
+    states = lora_params * state_per_param
+
+    layer_full = _layer_saved_bytes(shape, plan)
+    if plan.gradient_checkpointing:
+        saved = shape.num_layers * plan.tokens * shape.hidden_size * cb
+    else:
+        saved = shape.num_layers * layer_full
+    # while one layer is recomputed/back-propagated: its activations and their gradients
+    working = 2 * layer_full
+    if plan.load_in_4bit:
+        dims = shape.projection_dims().values()
+        working += max(a * b for a, b in dims) * cb  # one weight dequantised for its matmul
+    if plan.liger_fused_linear_cross_entropy:
+        logits = 0
+    else:
+        logits = plan.tokens * shape.vocab_size * (cb + LOGIT_BYTES_EXTRA)
+
+    persistent_counted = base + lora_weights + (0 if paged else states)
+    peak = persistent_counted + max(saved + logits, lora_grads + working)
+    required = int((peak + (states if paged else 0)) * FRAGMENTATION) + CONTEXT_BYTES
+    return Estimate(
+        base_weights=base,
+        lora_params=lora_params,
+        lora_weights=lora_weights,
+        lora_grads=lora_grads,
+        optimizer_states=states,
+        optimizer_paged=paged,
+        saved_activations=saved,
+        logits=logits,
+        layer_working_set=working,
+        persistent=persistent_counted,
+        peak_allocated=peak,
+        required=required,
+    )
+
+
+def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
+    """The memory-relevant knobs of a rendered Axolotl config."""
+    precision_32 = not (cfg.get("bf16") in (True, "auto") or cfg.get("fp16") is True)
+    targets = cfg.get("lora_target_modules") or (LLAMA_PROJECTIONS if cfg.get("lora_target_linear") else ())
+    if isinstance(targets, str):
+        targets = (targets,)
+    bnb = cfg.get("bnb_config_kwargs") or {}
+    plugins = " ".join(cfg.get("plugins") or [])
+    liger = "liger" in plugins.lower()
+    attention = str(
+        cfg.get("attn_implementation") or ("flash_attention_2" if cfg.get("flash_attention") else "sdpa")
+    )
+    return TrainPlan(
+        micro_batch_size=int(cfg.get("micro_batch_size") or 1),
+        sequence_len=int(cfg.get("sequence_len") or 2048),
+        load_in_4bit=bool(cfg.get("load_in_4bit")),
+        double_quant=bool(bnb.get("bnb_4bit_use_double_quant", True)),
+        compute_bytes=4 if precision_32 else 2,
+        lora_r=int(cfg.get("lora_r") or 8),
+        lora_target_modules=tuple(targets),
+        lora_dropout=float(cfg.get("lora_dropout") or 0.0),
+        optimizer=str(cfg.get("optimizer") or "adamw_torch"),
+        gradient_checkpointing=bool(cfg.get("gradient_checkpointing")),
+        attention=attention,
+        liger_fused_linear_cross_entropy=liger and bool(cfg.get("liger_fused_linear_cross_entropy")),
+        liger_kernels=liger and bool(cfg.get("liger_glu_activation") or cfg.get("liger_swiglu")),
+    )
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    micro_batch_size: int
+    sequence_len: int
+    estimate: Estimate
+    reason: str
+
+
+def choose_batch_and_length(
+    shape: ModelShape,
+    plan: TrainPlan,
+    free_bytes: int,
+    min_sequence_len: int,
+    lengths: tuple[int, ...] = (512, 1024, 2048, 4096),
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16),
+) -> AutoChoice | None:
+    """The longest sequence (>= min_sequence_len, so no example is dropped) that fits with micro
+    batch 1, then the largest micro batch that fits at that length. None when nothing fits."""
+    cap = shape.max_position_embeddings or max(lengths)
+    candidates = sorted({max(min_sequence_len, n) for n in lengths if n <= cap} | {min_sequence_len})
+    candidates = [n for n in candidates if n <= max(cap, min_sequence_len)]
+
+    def fits(mb: int, n: int) -> Estimate | None:
+        est = estimate(shape, _replace(plan, micro_batch_size=mb, sequence_len=n))
+        return est if est.required <= free_bytes else None
+
+    best_len = next((n for n in reversed(candidates) if fits(1, n)), None)
+    if best_len is None:
+        return None
+    best_mb, best_est = 1, fits(1, best_len)
+    for mb in batches:
+        est = fits(mb, best_len)
+        if est is None:
+            break
+        best_mb, best_est = mb, est
+    assert best_est is not None
+    reason = (
+        f"sequence_len {best_len} and micro_batch_size {best_mb} are the largest that fit: they need "
+        f"{best_est.required / GIB:.1f} GiB of the {free_bytes / GIB:.1f} GiB free"
+    )
+    return AutoChoice(best_mb, best_len, best_est, reason)
+
+
+def _replace(plan: TrainPlan, **changes: Any) -> TrainPlan:
+    from dataclasses import replace
+
+    return replace(plan, **changes)
