@@ -59,6 +59,7 @@ class RunSpec:
     data_sequence_len: int | None = None
     train_tokens: int | None = None
     has_val: bool = True
+    val_file: Path | None = None  # default: data_dir/val.jsonl (a CPU run evaluates on a sample)
     max_steps: int | None = None
     epochs: float | None = None
     sequence_len: int | None = None
@@ -268,7 +269,8 @@ def render(profile: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     cfg["datasets"] = [dataset_entry(spec.data_dir / "train.jsonl", spec.data_format)]
     cfg["val_set_size"] = 0.0
     if spec.has_val:
-        cfg["test_datasets"] = [dataset_entry(spec.data_dir / "val.jsonl", spec.data_format)]
+        val_file = spec.val_file or spec.data_dir / "val.jsonl"
+        cfg["test_datasets"] = [dataset_entry(val_file, spec.data_format)]
     else:
         cfg.pop("test_datasets", None)
         dropped = [key for key in EVAL_KEYS if cfg.pop(key, None) is not None]
@@ -359,6 +361,9 @@ def multi_gpu_keys(cfg: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         cfg.pop("deepspeed", None)
     else:
         cfg["deepspeed"] = str((folder / "zero2.json").resolve())
+    # A small val split packed into few rows leaves some ranks without an eval batch: eval_loss then
+    # goes missing and early stopping crashes the run (seen on 2 x H200). Unpacked eval feeds every rank.
+    cfg.setdefault("eval_sample_packing", False)
     return cfg
 
 

@@ -503,7 +503,8 @@ def run(args: argparse.Namespace) -> int:
         sticky = state.get("auto") if state and not args.force and settings.profile == "auto" else None
         choice = choose_profile(settings.profile, gpu, inputs, sticky)
         attention, attention_reason = preflight.attention_for(gpu)
-        spec = _spec(inputs, attention)
+        on_cpu = not (gpu is not None and gpu.torch_cuda)
+        spec = _spec(inputs, attention, on_cpu=on_cpu)
         cfg = ac.render(choice.cfg, spec)
         fp = fingerprint(
             ac.fingerprint_view(cfg),
@@ -552,7 +553,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.resume:
             say(f"train: nothing to resume in {output_dir} (no complete checkpoint): starting from step 0")
         if resume_from is not None:
-            cfg = ac.render(choice.cfg, _spec(inputs, attention, resume_from))
+            cfg = ac.render(choice.cfg, _spec(inputs, attention, resume_from, on_cpu=on_cpu))
 
         yaml_name = "axolotl.dry-run.yaml" if args.dry_run and finished else "axolotl.yaml"
         yaml_path = run_dir / yaml_name
@@ -636,9 +637,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec(inputs: Inputs, attention: str, resume_from: Path | None = None) -> ac.RunSpec:
+# On a CPU, Axolotl's evaluation (it always evaluates once before the first step) over a whole val
+# split costs more than the training itself: evaluate on an evenly spread sample instead.
+CPU_EVAL_EXAMPLES = 16
+
+
+def cpu_val_sample(val: Path, run_dir: Path, limit: int = CPU_EVAL_EXAMPLES) -> Path:
+    """At most `limit` val examples, evenly spread over the file, written beside the run (stable path)."""
+    lines = [line for line in val.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) <= limit:
+        return val
+    step = len(lines) / limit
+    sample = [lines[int(i * step)] for i in range(limit)]
+    target = run_dir / "val-cpu-sample.jsonl"
+    write_text_atomic(target, "\n".join(sample) + "\n")
+    return target
+
+
+def _spec(
+    inputs: Inputs, attention: str, resume_from: Path | None = None, on_cpu: bool = False
+) -> ac.RunSpec:
     s = inputs.settings
     val = inputs.data_dir / "val.jsonl"
+    has_val = val.is_file() and val.stat().st_size > 0
     return ac.RunSpec(
         run_name=inputs.run_name,
         run_dir=inputs.run_dir,
@@ -647,7 +668,8 @@ def _spec(inputs: Inputs, attention: str, resume_from: Path | None = None) -> ac
         data_format=inputs.data_format,
         data_sequence_len=inputs.data_sequence_len,
         train_tokens=ac.approx_train_tokens(inputs.data_dir),
-        has_val=val.is_file() and val.stat().st_size > 0,
+        has_val=has_val,
+        val_file=cpu_val_sample(val, inputs.run_dir) if has_val and on_cpu else None,
         max_steps=s.max_steps,
         epochs=s.epochs,
         sequence_len=s.sequence_len,
