@@ -7,12 +7,56 @@ import os
 import random
 from pathlib import Path
 
-WORDS = (
-    "garden lantern orchard harbour violin meadow cathedral kettle sparrow velvet thunder river ledger "
-    "carriage spectacle bishop marmalade parasol tortoise chimney governess ballroom telegram umbrella "
-    "pheasant omnibus curate duchess nephew aunt luncheon drawing-room hedgehog wolf pigeon tiger"
-).split()
-VERBS = "admired forgot carried noticed painted borrowed ignored praised dropped guarded".split()
+WORDS = [
+    "garden",
+    "lantern",
+    "orchard",
+    "harbour",
+    "violin",
+    "meadow",
+    "cathedral",
+    "kettle",
+    "sparrow",
+    "velvet",
+    "thunder",
+    "river",
+    "ledger",
+    "carriage",
+    "spectacle",
+    "bishop",
+    "marmalade",
+    "parasol",
+    "tortoise",
+    "chimney",
+    "governess",
+    "ballroom",
+    "telegram",
+    "umbrella",
+    "pheasant",
+    "omnibus",
+    "curate",
+    "duchess",
+    "nephew",
+    "aunt",
+    "luncheon",
+    "drawing-room",
+    "hedgehog",
+    "wolf",
+    "pigeon",
+    "tiger",
+]
+VERBS = [
+    "admired",
+    "forgot",
+    "carried",
+    "noticed",
+    "painted",
+    "borrowed",
+    "ignored",
+    "praised",
+    "dropped",
+    "guarded",
+]
 
 
 def prose(seed: int, paragraphs: int = 6, sentences: int = 5) -> list[str]:
@@ -115,7 +159,9 @@ End of The Project Gutenberg Etext of Old Tales
 """
 
 
-def gutenberg_book(seed: int, stories: tuple[str, ...] = ("I. THE ORCHARD", "II. THE HARBOUR")) -> tuple[str, list[str]]:
+def gutenberg_book(
+    seed: int, stories: tuple[str, ...] = ("I. THE ORCHARD", "II. THE HARBOUR")
+) -> tuple[str, list[str]]:
     """A Gutenberg-style plain text: licence header, title page, contents, wrapped stories, footer.
     Returns (file text, the story paragraphs in order)."""
     body, paragraphs = [], []
@@ -126,7 +172,9 @@ def gutenberg_book(seed: int, stories: tuple[str, ...] = ("I. THE ORCHARD", "II.
     return GUTENBERG_HEADER + "\n\n\n" + "\n\n\n\n".join(body) + GUTENBERG_FOOTER, paragraphs
 
 
-def write_pdf(path: Path, pages: list[list[str]], header: str | None = "GARDEN STORIES", numbers: bool = True) -> None:
+def write_pdf(
+    path: Path, pages: list[list[str]], header: str | None = "GARDEN STORIES", numbers: bool = True
+) -> None:
     """A text PDF with reportlab: each page's lines, a running header and a page number."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
@@ -230,8 +278,12 @@ def write_odt(path: Path, title: str, paragraphs: list[str]) -> None:
 def write_rtf(path: Path, paragraphs: list[str]) -> None:
     # RTF is plain 7-bit text with control words; \'e9 is "é" in the ANSI code page.
     body = "".join(paragraph.replace("\\", "\\\\") + "\\par\n" for paragraph in paragraphs)
-    path.write_text("{\\rtf1\\ansi\\ansicpg1252\\deff0 {\\fonttbl {\\f0 Times;}}\\f0 Caf\\'e9 society.\\par\n"
-                    + body + "}", encoding="ascii")
+    path.write_text(
+        "{\\rtf1\\ansi\\ansicpg1252\\deff0 {\\fonttbl {\\f0 Times;}}\\f0 Caf\\'e9 society.\\par\n"
+        + body
+        + "}",
+        encoding="ascii",
+    )
 
 
 def write_html(path: Path, title: str, paragraphs: list[str]) -> None:
@@ -245,7 +297,9 @@ def write_html(path: Path, title: str, paragraphs: list[str]) -> None:
 
 def write_markdown(path: Path, title: str, paragraphs: list[str]) -> None:
     body = "\n\n".join(paragraphs)
-    path.write_text(f"# {title}\n\n*Some* [linked](https://example.com) words here.\n\n{body}\n", encoding="utf-8")
+    path.write_text(
+        f"# {title}\n\n*Some* [linked](https://example.com) words here.\n\n{body}\n", encoding="utf-8"
+    )
 
 
 def good_corpus(root: Path) -> dict[str, list[str]]:
@@ -267,7 +321,10 @@ def good_corpus(root: Path) -> dict[str, list[str]]:
     texts["nested/deeper/novel.epub"] = prose(6) + prose(7)
     write_epub(
         root / "nested" / "deeper" / "novel.epub",
-        [("Chapter One", texts["nested/deeper/novel.epub"][:6]), ("Chapter Two", texts["nested/deeper/novel.epub"][6:])],
+        [
+            ("Chapter One", texts["nested/deeper/novel.epub"][:6]),
+            ("Chapter Two", texts["nested/deeper/novel.epub"][6:]),
+        ],
     )
     texts["nested/story.odt"] = prose(8)
     write_odt(root / "nested" / "story.odt", "A Story", texts["nested/story.odt"])

@@ -20,7 +20,9 @@ def tokenizer(base_model_dir: Path) -> Any:
 
 
 def test_sentences_respect_abbreviations_initials_and_quotes() -> None:
-    text = 'Mr. Smith met J. R. Hartley at 5 p.m. on Tuesday. "Is it you?" he asked. She laughed! Then—nothing.'
+    text = (
+        'Mr. Smith met J. R. Hartley at 5 p.m. on Tuesday. "Is it you?" he asked. She laughed! Then—nothing.'
+    )
     assert split_sentences(text) == [
         "Mr. Smith met J. R. Hartley at 5 p.m. on Tuesday.",
         '"Is it you?" he asked.',
@@ -63,6 +65,8 @@ def test_a_giant_sentence_is_cut_by_words(tokenizer: Any) -> None:
 
 
 def test_tiny_units_are_dropped_and_counted(tokenizer: Any) -> None:
-    chunks, dropped = chunk_texts(tokenizer, [("a", "Short."), ("b", " ".join(prose(60)))], 200, min_tokens=16)
+    chunks, dropped = chunk_texts(
+        tokenizer, [("a", "Short."), ("b", " ".join(prose(60)))], 200, min_tokens=16
+    )
     assert [c.unit for c in chunks].count("a") == 0
     assert dropped["chunks_too_short"] == 1

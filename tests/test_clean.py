@@ -43,8 +43,12 @@ def test_old_small_print_header_and_footer_are_stripped() -> None:
 def test_licence_without_markers_is_cut_only_at_the_edges() -> None:
     story = prose(12, paragraphs=4)
     text = "\n\n".join(
-        ["Copyright © 2021 Jane Doe. All rights reserved.", *story[:2],
-         "She said the copyright of the song was hers.", *story[2:]]
+        [
+            "Copyright © 2021 Jane Doe. All rights reserved.",
+            *story[:2],
+            "She said the copyright of the song was hers.",
+            *story[2:],
+        ]
     )
     out, removed = strip_licence(text)
     assert "All rights reserved" not in out and removed > 0
@@ -71,15 +75,24 @@ def test_pdf_like_pages_rejoin_paragraphs_across_page_breaks() -> None:
     for paragraph in body:
         wrapped = wrap(paragraph, 75).split("\n")
         lines += ["    " + wrapped[0], *wrapped[1:]]
-    pages = ["\n".join(["MY BOOK", *lines[i : i + 25], str(n)]) for n, i in enumerate(range(0, len(lines), 25), 1)]
+    pages = [
+        "\n".join(["MY BOOK", *lines[i : i + 25], str(n)]) for n, i in enumerate(range(0, len(lines), 25), 1)
+    ]
     assert len(pages) >= 2
     document = clean_document(pages, structured=False)
     assert [p for s in document.sections for p in s.paragraphs] == body
 
 
 def test_contents_with_dot_leaders_is_removed() -> None:
-    lines = ["Contents", "", "The Orchard ........ 1", "The Harbour ........ 9", "The River ........ 17", "",
-             *wrap(" ".join(prose(15, paragraphs=2)), 70).split("\n")]
+    lines = [
+        "Contents",
+        "",
+        "The Orchard ........ 1",
+        "The Harbour ........ 9",
+        "The River ........ 17",
+        "",
+        *wrap(" ".join(prose(15, paragraphs=2)), 70).split("\n"),
+    ]
     kept, removed = drop_toc(lines)
     assert not any("...." in line for line in kept) and "Contents" not in kept
     assert removed >= 4
@@ -109,7 +122,7 @@ def test_unicode_repairs() -> None:
 
 def test_quotes_dashes_and_italics_follow_one_convention() -> None:
     raw = "\u201cWell,\u201d she said--it\u2019s _very_ odd\u2026"
-    assert normalise_punctuation(raw, "straight") == "\"Well,\" she said\u2014it's very odd..."
+    assert normalise_punctuation(raw, "straight") == '"Well," she said\u2014it\'s very odd...'
     assert normalise_punctuation('"Well," she said--it\'s odd', "curly") == (
         "\u201cWell,\u201d she said\u2014it\u2019s odd"
     )
@@ -117,14 +130,18 @@ def test_quotes_dashes_and_italics_follow_one_convention() -> None:
 
 
 def test_redaction_of_emails_urls_and_phone_numbers() -> None:
-    text = ("Write to jane.doe@example.org or see https://example.com/page?x=1, or call +44 20 7946 0958 "
-            "or (555) 123-4567. The war of 1914-1918 lasted; see page 123.")
+    text = (
+        "Write to jane.doe@example.org or see https://example.com/page?x=1, or call +44 20 7946 0958 "
+        "or (555) 123-4567. The war of 1914-1918 lasted; see page 123."
+    )
     out, count = redact(text)
     assert count == 4
     assert "[email]" in out and "[url]" in out and out.count("[phone]") == 2
     assert "1914-1918" in out and "page 123" in out
     assert "example" not in out
-    assert _paragraphs(prose(17, 1)[0] + " Mail me at a@b.co now.", redact=True)[0].endswith("at [email] now.")
+    assert _paragraphs(prose(17, 1)[0] + " Mail me at a@b.co now.", redact=True)[0].endswith(
+        "at [email] now."
+    )
 
 
 def test_sections_from_headings_fold_tiny_ones_and_drop_scene_breaks() -> None:
@@ -135,7 +152,7 @@ def test_sections_from_headings_fold_tiny_ones_and_drop_scene_breaks() -> None:
     assert document.sections[0].paragraphs == story_a and document.sections[1].paragraphs == story_b
     structured = "# Intro\n\nTiny.\n\n# Real Chapter\n\n" + "\n\n".join(story_a)
     sections = clean_document([structured], structured=True).sections
-    assert len(sections) == 1 and sections[0].paragraphs[-len(story_a):] == story_a
+    assert len(sections) == 1 and sections[0].paragraphs[-len(story_a) :] == story_a
 
 
 def test_dialogue_in_capitals_is_not_a_heading() -> None:

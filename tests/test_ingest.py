@@ -83,7 +83,7 @@ def test_unreadable_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(Path, "read_bytes", denied)
     else:
         path.chmod(0)
-    with pytest.raises(UnusableFile, match="permission denied.*chmod"):
+    with pytest.raises(UnusableFile, match=r"permission denied.*chmod"):
         load_bytes(Candidate(path, "secret.txt"), 1_000_000)
 
 

@@ -25,8 +25,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _settings(input_dir: Path, base: Path, **extra: Any) -> DataSettings:
-    values: dict[str, Any] = {"input": str(input_dir), "name": "t", "base_model": str(base),
-                              "sequence_len": SEQ, "min_words": 500}
+    values: dict[str, Any] = {
+        "input": str(input_dir),
+        "name": "t",
+        "base_model": str(base),
+        "sequence_len": SEQ,
+        "min_words": 500,
+    }
     values.update(extra)
     return DataSettings(**values)
 
@@ -104,7 +109,9 @@ def test_prepare_writes_axolotl_ready_splits_with_a_manifest(
     assert words == manifest["words"]
 
 
-def test_rerun_is_up_to_date_and_a_changed_input_rebuilds(corpus: Path, home: Path, base_model_dir: Path) -> None:
+def test_rerun_is_up_to_date_and_a_changed_input_rebuilds(
+    corpus: Path, home: Path, base_model_dir: Path
+) -> None:
     settings = _settings(corpus, base_model_dir)
     first = prepare_corpus(settings)
     manifest = first.output_dir / "manifest.json"
@@ -132,7 +139,9 @@ def test_dry_run_lists_and_writes_nothing(corpus: Path, home: Path, tmp_path: Pa
     assert "book.txt" in text and "nested/essay.pdf" in text and "words" in text and "nothing written" in text
 
 
-def test_small_corpus_is_split_by_sections_with_a_warning(tmp_path: Path, home: Path, base_model_dir: Path) -> None:
+def test_small_corpus_is_split_by_sections_with_a_warning(
+    tmp_path: Path, home: Path, base_model_dir: Path
+) -> None:
     root = tmp_path / "one"
     root.mkdir()
     stories = [f"STORY NUMBER {n}\n\n" + "\n\n".join(prose(200 + n, paragraphs=4)) for n in range(1, 11)]
@@ -192,14 +201,20 @@ def test_script_help_and_cli_exit_codes(tmp_path: Path, repo_root: Path, base_mo
     env = {"VOICETUNE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
     small = subprocess.run(
         [str(script), "--input", str(root), "--base-model", str(base_model_dir), "--min-words", "9000"],
-        text=True, capture_output=True, timeout=300, env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        env=env,
     )
     assert small.returncode == 1
     errors = [line for line in small.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "more words" in errors[0]  # one line: what, where, the fix
     missing = subprocess.run(
         [str(script), "--input", str(root), "--base-model", str(tmp_path / "none"), "--min-words", "10"],
-        text=True, capture_output=True, timeout=300, env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        env=env,
     )
     assert missing.returncode == 2 and "voicetune base-model" in missing.stderr
 

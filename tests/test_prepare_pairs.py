@@ -33,7 +33,10 @@ def test_modes_follow_the_ratio_exactly_and_deterministically() -> None:
     assert Counter(modes) == {"continue": 500, "write": 300, "rewrite": 200}
     assert modes == assign_modes(1000, {"continue": 0.5, "write": 0.3, "rewrite": 0.2}, 1, "train")
     assert modes != assign_modes(1000, {"continue": 0.5, "write": 0.3, "rewrite": 0.2}, 2, "train")
-    assert Counter(assign_modes(7, {"continue": 1, "write": 0, "rewrite": 1}, 0, "x")) == {"continue": 4, "rewrite": 3}
+    assert Counter(assign_modes(7, {"continue": 1, "write": 0, "rewrite": 1}, 0, "x")) == {
+        "continue": 4,
+        "rewrite": 3,
+    }
 
 
 def test_split_opening_cuts_at_a_sentence_near_the_fraction() -> None:
@@ -94,7 +97,9 @@ def test_examples_never_exceed_sequence_len_after_the_chat_template(tokenizer: A
     assert budget == rooms["continue"] > rooms["write"] > rooms["rewrite"]
     texts = ["\n\n".join(prose(70 + i, paragraphs=2, sentences=4)) for i in range(30)]
     counts = token_counts(tokenizer, texts)
-    chunks = [Chunk(f"u{i % 3}", i, text, count) for i, (text, count) in enumerate(zip(texts, counts, strict=True))]
+    chunks = [
+        Chunk(f"u{i % 3}", i, text, count) for i, (text, count) in enumerate(zip(texts, counts, strict=True))
+    ]
     labels = {f"u{i}": (f"doc{i}", f"doc{i}.txt") for i in range(3)}
     idf = inverse_document_frequency(texts)
     examples, stats = build_examples(chunks, "train", tokenizer, settings, idf, labels)

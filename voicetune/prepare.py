@@ -305,7 +305,8 @@ def prepare_corpus(
         )
     if total_words < settings.min_words:
         raise VoicetuneError(
-            f"only {total_words:,} words of usable writing in {input_dir}: at least {settings.min_words:,} are "
+            f"only {total_words:,} words of usable writing in {input_dir}: "
+            f"at least {settings.min_words:,} are "
             f"needed, add about {settings.min_words - total_words:,} more words (or lower --min-words)"
         )
 

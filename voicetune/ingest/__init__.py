@@ -76,7 +76,8 @@ def load_bytes(candidate: Candidate, max_bytes: int) -> bytes:
         raise UnusableFile("empty file")
     if size > max_bytes:
         raise UnusableFile(
-            f"huge file ({size / 1e6:.1f} MB, limit {max_bytes / 1e6:.1f} MB): split it, or raise --max-file-mb"
+            f"huge file ({size / 1e6:.1f} MB, limit {max_bytes / 1e6:.1f} MB): "
+            "split it, or raise --max-file-mb"
         )
     try:
         return path.read_bytes()
