@@ -1,0 +1,111 @@
+"""Training: every profile renders into a config Axolotl's own schema accepts, preflight names each
+known mistake with its fix, the VRAM estimator's arithmetic, and the multi-GPU launch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voicetune import axolotl_config as ac
+from voicetune import preflight, vram
+from voicetune.train import cpu_val_sample, launch_command
+
+LLAMA_8B = vram.ModelShape(
+    hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
+    intermediate_size=14336, vocab_size=128256,
+)
+
+
+def _spec(tmp_path: Path, base_model: Path, **changes: object) -> ac.RunSpec:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    (data / "val.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    fields: dict[str, object] = dict(
+        run_name="t", run_dir=tmp_path / "run", base_model=base_model, data_dir=data, data_sequence_len=256
+    )
+    fields.update(changes)
+    return ac.RunSpec(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("profile", ac.PROFILES)
+def test_every_profile_renders_and_passes_axolotls_schema(profile: str, tmp_path: Path, base_model_dir: Path):
+    cfg = ac.render(ac.load_profile(profile), _spec(tmp_path, base_model_dir, max_steps=5))
+    assert preflight.known_mistakes(cfg) == []
+    gpu_caps = {"bf16": True, "fp8": False, "tf32": True, "n_gpu": 1, "compute_capability": "sm_90"}
+    caps = gpu_caps if profile != "cpu-demo" else preflight.capabilities_for(None, 1)[0]
+    assert preflight.schema_problems(cfg, caps, {"torch_version": "2.13.0"}) == []
+    assert cfg["max_steps"] == 5 and cfg["output_dir"].endswith("run/output")
+    if profile != "cpu-demo":  # the reference QLoRA recipe
+        assert cfg["adapter"] == "qlora" and cfg["load_in_4bit"] is True
+        assert cfg["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"]
+    else:  # Triton LoRA kernels allocate on cuda: off on a CPU
+        assert all(cfg[k] is False for k in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel"))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"evals_per_epoch": 4, "eval_steps": 10}, "evals_per_epoch"),
+        ({"warmup_ratio": 0.1, "warmup_steps": 10}, "warmup_ratio"),
+        ({"micro_batch_size": None}, "micro_batch_size is missing"),
+        ({"adapter": "qlora", "load_in_4bit": False}, "load_in_4bit"),
+    ],
+)
+def test_each_known_mistake_is_one_line_with_its_fix(change: dict, words: str) -> None:
+    cfg = {**ac.load_profile("cpu-demo"), **change}
+    problems = preflight.known_mistakes(cfg)
+    assert len(problems) == 1 and words in problems[0]
+    assert "\n" not in problems[0] and (":" in problems[0])
+
+
+def test_wrong_types_are_caught_by_axolotls_schema(tmp_path: Path, base_model_dir: Path) -> None:
+    cfg = ac.render(ac.load_profile("cpu-demo"), _spec(tmp_path, base_model_dir))
+    cfg["micro_batch_size"] = "two"
+    caps = preflight.capabilities_for(None, 1)[0]
+    problems = preflight.schema_problems(cfg, caps, {"torch_version": "2.13.0"})
+    assert problems and "micro_batch_size" in problems[0]
+
+
+def test_estimator_arithmetic_on_the_8b_shape() -> None:
+    plan = vram.TrainPlan(micro_batch_size=1, sequence_len=2048)
+    lora = vram.lora_param_count(LLAMA_8B, 64, vram.LLAMA_PROJECTIONS)
+    assert lora == 167_772_160  # r * (in + out) summed over the 7 projections of 32 layers
+    estimate = vram.estimate(LLAMA_8B, plan)
+    assert estimate.lora_weights == lora * 4  # fp32 adapter weights
+    assert 4.5 * 2**30 < estimate.base_weights < 6.5 * 2**30  # ~8B params at ~4.5 bits
+    no_ckpt = vram.estimate(LLAMA_8B, vram.TrainPlan(micro_batch_size=1, gradient_checkpointing=False))
+    assert no_ckpt.saved_activations > 4 * estimate.saved_activations
+    longer = vram.estimate(LLAMA_8B, vram.TrainPlan(micro_batch_size=1, sequence_len=4096))
+    assert longer.peak_allocated > estimate.peak_allocated
+
+
+def test_auto_fit_picks_more_on_a_bigger_card() -> None:
+    plan = vram.TrainPlan()
+    small = vram.choose_batch_and_length(LLAMA_8B, plan, 12 * 2**30, 512)
+    large = vram.choose_batch_and_length(LLAMA_8B, plan, 70 * 2**30, 512)
+    assert small is not None and large is not None
+    assert vram.choose_batch_and_length(LLAMA_8B, plan, 2 * 2**30, 512) is None
+
+
+def test_two_gpus_launch_with_deepspeed_zero2(tmp_path: Path, base_model_dir: Path) -> None:
+    cfg = ac.render(ac.load_profile("24gb"), _spec(tmp_path, base_model_dir, gpus=2))
+    assert cfg["deepspeed"].endswith("configs/deepspeed/zero2.json") and Path(cfg["deepspeed"]).is_file()
+    assert cfg["eval_sample_packing"] is False  # small val splits leave ranks without eval batches
+    command = launch_command(tmp_path / "axolotl.yaml", 2, on_gpu=True)
+    assert "--multi_gpu" in command and command[command.index("--num_processes") + 1] == "2"
+    fsdp = ac.render(ac.load_profile("24gb"), _spec(tmp_path, base_model_dir, gpus=2, multi_gpu="fsdp"))
+    assert "deepspeed" not in fsdp and fsdp.get("fsdp_config")
+
+
+def test_cpu_runs_evaluate_on_an_even_sample(tmp_path: Path) -> None:
+    val = tmp_path / "val.jsonl"
+    val.write_text("".join(f'{{"i": {i}}}\n' for i in range(100)))
+    sample = cpu_val_sample(val, tmp_path / "run", limit=10)
+    lines = sample.read_text().splitlines()
+    assert len(lines) == 10 and lines[0] == '{"i": 0}' and lines[-1] == '{"i": 90}'
+    short = tmp_path / "short.jsonl"
+    short.write_text('{"i": 1}\n')
+    assert cpu_val_sample(short, tmp_path / "run", limit=10) == short
