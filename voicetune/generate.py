@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicetune import pairs
 from voicetune.errors import VoicetuneError
+from voicetune.lm_eval import stop_token_ids
 from voicetune.manifest import read_manifest, write_text_atomic
 from voicetune.paths import checkpoint_dir, merged_dir, project_root
 from voicetune.progress import say
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from voicetune.stylometry import StyleProfile
 
 Mode = Literal["write", "continue", "rewrite"]
-# Tokens that end a chat turn in common templates; not every generation_config lists its own.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
 class GenerateSettings(BaseModel):
@@ -236,17 +235,6 @@ def load_model(source: ModelSource, device: str = "auto") -> tuple[Any, Any]:
     model.to(device)
     model.eval()
     return model, tokenizer
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids += configured if isinstance(configured, list) else [configured] if configured is not None else []
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
-    return sorted(set(int(i) for i in ids))
 
 
 def generation_kwargs(model: Any, tokenizer: Any, settings: GenerateSettings) -> dict[str, Any]:
