@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +379,9 @@ def plain_equivalent(settings: Settings, plain: dict[str, Any]) -> dict[str, Any
         "attn_implementation": plain["attn_implementation"],
         "micro_batch_size": plain["micro_batch_size"],
         "sequence_len": settings.seq_len,
+        # not an Axolotl key: tells the estimator that prepare_model_for_kbit_training upcasts the
+        # frozen embeddings, LM head and norms to fp32 (Axolotl does not)
+        "upcast_frozen_fp32": True,
     }
 
 
@@ -1275,6 +1278,8 @@ def make_probe(
             self.profiler: Any = None
             self.profile_t0 = 0.0
             self.result: dict[str, Any] = {"status": "running", "label": spec["label"]}
+            self.peak_alloc = 0
+            self.peak_reserved = 0
 
         # tokens of every training forward, counted on the GPU (no sync until the step ends)
         def _count(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -1322,6 +1327,11 @@ def make_probe(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             sync()
+            if cuda:
+                # Axolotl's Trainer.log() resets the peak counters at every logging step
+                # (axolotl.utils.bench.gpu_memory_usage_all): read them here, before it does.
+                self.peak_alloc = max(self.peak_alloc, torch.cuda.max_memory_allocated())
+                self.peak_reserved = max(self.peak_reserved, torch.cuda.max_memory_reserved())
             t_end = time.perf_counter() - self.t0
             tokens, trainable = (int(x) for x in self.counts.tolist()) if self.counts is not None else (0, 0)
             self.records.append(
@@ -1341,9 +1351,11 @@ def make_probe(
             if self.profiler is not None:
                 self._finish_profile()
             if cuda:
-                train_alloc = gib(torch.cuda.max_memory_allocated())
+                train_alloc = gib(max(self.peak_alloc, torch.cuda.max_memory_allocated()))
                 self.result["peak_alloc_train_gib"] = train_alloc
-                self.result["peak_reserved_train_gib"] = gib(torch.cuda.max_memory_reserved())
+                self.result["peak_reserved_train_gib"] = gib(
+                    max(self.peak_reserved, torch.cuda.max_memory_reserved())
+                )
                 self.result["peak_alloc_gib"] = max(train_alloc, self.result["load_peak_alloc_gib"])
             self.result.update(poller.stop())
             if self.hook is not None:
@@ -1492,6 +1504,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refresh_estimates(results: dict[str, Any]) -> None:
+    """Recompute every run's estimator column with the estimator as it is now, so that one table
+    never mixes predictions of two versions of voicetune.vram (measurements are never touched)."""
+    for run in results.get("runs", []):
+        shape = tp.SHAPES.get(str(run.get("model")))
+        cfg = run.get("axolotl_config")
+        if cfg is None and run.get("plain_settings"):
+            known = {f.name for f in fields(Settings)}
+            settings = Settings(**{k: v for k, v in (run.get("settings") or {}).items() if k in known})
+            cfg = plain_equivalent(settings, run["plain_settings"])
+        if shape is None or cfg is None:
+            continue
+        est, note = estimator_gib(cfg, shape.llama_config_kwargs())
+        if est is not None:
+            run["estimator_gib"], run["estimator_note"] = est, note
+            run["estimator_error"] = tp.estimator_error(est, run.get("peak_alloc_train_gib"))
+    note = "estimator columns recomputed when the results were merged, by the estimator of that commit."
+    if note not in results.setdefault("notes", []):
+        results["notes"].append(note)
+
+
 def merge_files(paths: list[str], out_dir: Path) -> int:
     merged: dict[str, Any] = {}
     for name in paths:
@@ -1503,6 +1536,7 @@ def merge_files(paths: list[str], out_dir: Path) -> int:
                 f"cannot read results file {path} ({exc}): pass a throughput-*.json"
             ) from exc
         merged = merge_results(merged, data) if merged else data
+    refresh_estimates(merged)
     slug = (merged.get("gpu") or {}).get("slug") or "unknown-gpu"
     json_path, md_path = out_dir / f"throughput-{slug}.json", out_dir / f"throughput-{slug}.md"
     write_results(merged, json_path, md_path)

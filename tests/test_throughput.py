@@ -255,10 +255,10 @@ def test_micro_batch_comes_from_the_estimator(bench, tmp_path):
     assert (runs["c"].micro_batch, runs["c"].grad_accum) == (4, 1)
     assert runs["c"].profile == "configs/axolotl/80gb.yaml"
     assert runs["c"].estimator_gib is not None
-    # the 8 GB variant: 16gb profile, micro batch against a 7.0 GiB budget, hidden-state offload
+    # the 8 GB variant: 16gb profile, bf16 adapters, micro batch against a 7.0 GiB budget
     c8 = runs["c:8gb"]
     assert c8.profile == "configs/axolotl/16gb.yaml"
-    assert c8.axolotl["activation_offloading"] == "hidden_states"
+    assert c8.axolotl["peft_autocast_adapter_dtype"] is False
     assert c8.micro_batch == 1
     small = {r.label: r for r in _plan(bench, ["c"], tmp_path, mem_gib=10.0)}
     assert small["c"].profile == "configs/axolotl/16gb.yaml"

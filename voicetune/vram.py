@@ -8,21 +8,29 @@ What the estimate counts, in the order memory is taken during one optimizer step
 - base weights: 4-bit NF4 linears (0.5 byte a weight + absmax scales; double quantisation shrinks
   the scales to ~8 bits per 64 weights) or 16/32-bit linears; embeddings, LM head and norms stay in
   the compute dtype;
-- LoRA adapters: PEFT keeps them (and so their gradients) in fp32;
+- LoRA adapters: PEFT keeps them (and so their gradients) in fp32, unless
+  `peft_autocast_adapter_dtype: false` leaves them in the compute dtype;
+- `prepare_model_for_kbit_training` (what a plain PEFT script calls; Axolotl does not) upcasts every
+  frozen non-4-bit weight (embeddings, LM head, norms) to fp32, and so the logits too;
 - optimizer states: AdamW 8 bytes a trainable parameter, 8-bit AdamW 2 bytes; "paged" variants live
   in CUDA unified memory, which torch's allocator does not count (they still take GPU memory);
 - activations: with gradient checkpointing only each layer's input is kept, plus one layer's working
   set while it is recomputed; without it every layer keeps its intermediates. Eager attention also
-  keeps the heads x seq x seq score matrices; SDPA and flash-attention do not;
-- logits: the LM head's output in the compute dtype, its fp32 upcast for the loss and the fp32
-  gradient (10 bytes a logit in bf16); Liger's fused linear cross-entropy never builds them.
+  keeps the heads x seq x seq score matrices; SDPA and flash-attention do not. Activation offloading
+  (`activation_offloading: hidden_states` with checkpointing, `true` instead of it) streams what is
+  saved to pinned CPU memory: about two layers' worth stay on the card, in flight;
+- logits: the LM head's output in the compute dtype, plus, alive together at the turn from forward
+  to backward, the loss's fp32 upcast, log-softmax's fp32 output and the fp32 gradient (14 bytes a
+  logit in bf16); Liger's fused linear cross-entropy never builds them.
 
-Peak = persistent memory + the larger of (saved activations + logits: the end of the forward pass)
-and (LoRA gradients + one layer's working set: the end of the backward pass).
+Peak = persistent memory + saved activations + the larger of (logits: the end of the forward pass)
+and (LoRA gradients + one layer's working set: the start of the backward pass).
 
-Calibration, H100, Llama-3.1-8B shape, QLoRA r64 on 7 modules, seq 2048, micro batch 1, checkpointing:
-Axolotl 0.19 with packing + SDPA measured 9.5 GiB peak allocated (estimate 9.0); with Liger 7.1 GiB
-(estimate 7.0). tests/test_vram.py holds these numbers.
+Checked against measurements (benchmarks/results/throughput-*.md, the multi-GPU README), Llama-3.1-8B
+shape, QLoRA r64 on 7 modules, seq 2048, checkpointing, peak allocated over the training steps:
+nine configurations from 7.0 to 34.4 GiB (plain PEFT script, Axolotl defaults, Liger, bf16 adapters,
+no dropout, offloaded layer inputs, micro batch 1 to 4, sequence length 2048 and 4096) all land within
+10% with no fitted constant. tests/test_train.py holds the nine measurements and the tolerance.
 """
 
 from __future__ import annotations
@@ -41,8 +49,8 @@ FRAGMENTATION = 1.10
 # double quantisation: an 8-bit absmax plus one fp32 scale per 256 blocks.
 NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
 NF4_DQ_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
-LOGIT_BYTES_EXTRA = 8  # fp32 upcast for the loss + fp32 gradient of the logits
-LORA_PARAM_BYTES = 4  # PEFT's autocast_adapter_dtype keeps adapters in fp32
+LOGIT_BYTES_EXTRA = 12  # fp32 upcast + fp32 log-softmax output + fp32 gradient of the logits
+LORA_PARAM_BYTES = 4  # PEFT's autocast_adapter_dtype keeps adapters in fp32 (the default)
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,9 @@ class TrainPlan:
     attention: str = "sdpa"  # sdpa | flash_attention_2 | eager | ...
     liger_fused_linear_cross_entropy: bool = False
     liger_kernels: bool = False  # rms_norm/glu: smaller working set per layer
+    lora_fp32: bool = True  # PEFT's autocast_adapter_dtype (False: adapters in the compute dtype)
+    activation_offloading: str = "off"  # off | hidden_states (with checkpointing) | all
+    upcast_frozen_fp32: bool = False  # prepare_model_for_kbit_training (plain PEFT scripts)
 
     @property
     def tokens(self) -> int:
@@ -238,36 +249,46 @@ def _layer_saved_bytes(shape: ModelShape, plan: TrainPlan) -> int:
 
 def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     cb = plan.compute_bytes
+    frozen_bytes = 4 if plan.upcast_frozen_fp32 else cb
     if plan.load_in_4bit:
         per_weight = NF4_DQ_BYTES_PER_WEIGHT if plan.double_quant else NF4_BYTES_PER_WEIGHT
         linear = int(shape.linear_params * per_weight)
     else:
-        linear = shape.linear_params * cb
-    base = linear + (shape.embedding_params + shape.norm_params) * cb
+        linear = shape.linear_params * frozen_bytes
+    base = linear + (shape.embedding_params + shape.norm_params) * frozen_bytes
 
     lora_params = lora_param_count(shape, plan.lora_r, plan.lora_target_modules)
-    lora_weights = lora_params * LORA_PARAM_BYTES
-    lora_grads = lora_params * LORA_PARAM_BYTES
+    lora_bytes = LORA_PARAM_BYTES if plan.lora_fp32 else cb
+    lora_weights = lora_params * lora_bytes
+    lora_grads = lora_params * lora_bytes
     state_per_param, paged = optimizer_bytes_per_param(plan.optimizer)
     states = lora_params * state_per_param
 
     layer_full = _layer_saved_bytes(shape, plan)
-    if plan.gradient_checkpointing:
-        saved = shape.num_layers * plan.tokens * shape.hidden_size * cb
+    layer_input = plan.tokens * shape.hidden_size * cb
+    if plan.activation_offloading == "all":
+        saved = 2 * layer_full  # no recomputation; the layer being copied out and the next one
+    elif plan.gradient_checkpointing:
+        kept = 2 if plan.activation_offloading == "hidden_states" else shape.num_layers
+        saved = kept * layer_input
     else:
         saved = shape.num_layers * layer_full
-    # while one layer is recomputed/back-propagated: its activations and their gradients
-    working = 2 * layer_full
+    # the layer being recomputed and back-propagated: its activations (their gradients reuse what
+    # the backward frees as it goes; counting them twice overshot every measurement by 10-25%)
+    working = layer_full
     if plan.load_in_4bit:
         dims = shape.projection_dims().values()
         working += max(a * b for a, b in dims) * cb  # one weight dequantised for its matmul
     if plan.liger_fused_linear_cross_entropy:
         logits = 0
     else:
-        logits = plan.tokens * shape.vocab_size * (cb + LOGIT_BYTES_EXTRA)
+        logits = plan.tokens * shape.vocab_size * (frozen_bytes + LOGIT_BYTES_EXTRA)
 
     persistent_counted = base + lora_weights + (0 if paged else states)
-    peak = persistent_counted + max(saved + logits, lora_grads + working)
+    # Saved layer inputs are alive both at the end of the forward pass (with the logits) and at the
+    # start of the backward pass (with the top layer's working set and the adapter gradients, which
+    # gradient accumulation keeps between micro batches).
+    peak = persistent_counted + saved + max(logits, lora_grads + working)
     required = int((peak + (states if paged else 0)) * FRAGMENTATION) + CONTEXT_BYTES
     return Estimate(
         base_weights=base,
@@ -311,7 +332,18 @@ def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
         attention=attention,
         liger_fused_linear_cross_entropy=liger and bool(cfg.get("liger_fused_linear_cross_entropy")),
         liger_kernels=liger and bool(cfg.get("liger_glu_activation") or cfg.get("liger_swiglu")),
+        lora_fp32=cfg.get("peft_autocast_adapter_dtype") is not False or precision_32,
+        activation_offloading=_offloading(cfg.get("activation_offloading")),
+        upcast_frozen_fp32=bool(cfg.get("upcast_frozen_fp32")),
     )
+
+
+def _offloading(value: Any) -> str:
+    """Axolotl's `activation_offloading`: true (offload everything, no recomputation), "legacy"
+    (the same), "hidden_states" (checkpointing + offloaded layer inputs), false/absent."""
+    if value in (None, False, "false", "off"):
+        return "off"
+    return "hidden_states" if value == "hidden_states" else "all"
 
 
 @dataclass(frozen=True)
