@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 10 on the lent 2-GPU machine, in one call: the same `voicetune train` (training/2_train_lora.sh)
 # on a randomly initialised Llama-3.1-8B-shaped QLoRA, first on one GPU, then on two through
-# accelerate + DeepSpeed ZeRO-2, then the two-GPU run's checkpoint resumed on one GPU.
+# accelerate + DeepSpeed ZeRO-2, then the two-GPU run's checkpoint resumed on one GPU (voicetune
+# re-lays DeepSpeed's per-GPU optimizer shards: see voicetune/resume.py).
 #
 # Here, once (both folders git-ignored; carry them):
 #   bash ../shared/device/make_wheelhouse.sh .wheelhouse            # + DeepSpeed's pure-Python wheel
@@ -78,6 +79,16 @@ summary "$VOICETUNE_HOME/checkpoints/two-gpu" | tee -a "$out/summary.jsonl"
 find "$VOICETUNE_HOME/checkpoints/two-gpu/output" -maxdepth 1 -name "checkpoint-*" | tee "$out/two-gpu-checkpoints.txt"
 
 echo "==> the two-GPU checkpoint resumed on one GPU, to step $((steps_two + 10))"
-CUDA_VISIBLE_DEVICES=0 train --run two-gpu --gpus 1 --set "deepspeed=$root/configs/deepspeed/zero2.json" --resume --force \
-    --max-steps "$((steps_two + 10))" 2>&1 | tee "$out/resume-one-gpu.log" | grep -vE "it/s\]|s/it\]" || true
+CUDA_VISIBLE_DEVICES=0 train --run two-gpu --gpus 1 --resume --max-steps "$((steps_two + 10))" 2>&1 \
+    | tee "$out/resume-one-gpu.log" | grep -vE "it/s\]|s/it\]" || true
 summary "$VOICETUNE_HOME/checkpoints/two-gpu" | tee -a "$out/summary.jsonl"
+# the learning rate and loss around the switch: the schedule must continue, not warm up again
+python3 - "$VOICETUNE_HOME/checkpoints/two-gpu/output" "$steps_two" <<'PY' | tee "$out/resume-lr.txt"
+import json, sys
+from pathlib import Path
+out, switch = Path(sys.argv[1]), int(sys.argv[2])
+last = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+for entry in json.loads((last / "trainer_state.json").read_text())["log_history"]:
+    if "loss" in entry and switch - 3 <= entry["step"] <= switch + 3:
+        print(f"step {entry['step']:3d}  lr {entry['learning_rate']:.3e}  loss {entry['loss']:.4f}")
+PY

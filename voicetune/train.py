@@ -29,14 +29,14 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicetune import axolotl_config as ac
-from voicetune import preflight, vram
+from voicetune import preflight, resume, vram
 from voicetune.errors import MissingArtifactError, VoicetuneError
 from voicetune.manifest import (
     build_manifest,
@@ -450,8 +450,18 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def stream(command: list[str], env: dict[str, str], cwd: Path, log_path: Path, watcher: LogWatcher) -> int:
-    """Run command; copy its output to our stdout and to log_path as it comes; return its exit code."""
+def stream(
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    watcher: LogWatcher,
+    run_dir: Path | None = None,
+) -> int:
+    """Run command; copy its output to our stdout and to log_path as it comes; return its exit code.
+
+    The trainer leads its own process group, recorded in run_dir: if this process is killed outright
+    (SIGKILL, a closed terminal), the next `voicetune train` on the run finds and stops it."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     with open(log_path, "ab") as log:
         log.write(f"\n===== voicetune train {utc_now()}: {shlex.join(command)}\n".encode())
@@ -462,7 +472,10 @@ def stream(command: list[str], env: dict[str, str], cwd: Path, log_path: Path, w
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        if run_dir is not None:
+            resume.record_trainer(run_dir, proc.pid)
         assert proc.stdout is not None
         out = sys.stdout.buffer
         try:
@@ -473,17 +486,22 @@ def stream(command: list[str], env: dict[str, str], cwd: Path, log_path: Path, w
                 log.write(chunk)
                 log.flush()
                 watcher.feed(decoder.decode(chunk))
-            return proc.wait()
+            code = proc.wait()
         except BaseException:
-            # Ctrl-C reaches the child too (same process group); give it time to stop cleanly.
+            # Ctrl-C or a termination request: pass it to the trainer's group, let it stop cleanly.
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
+                os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             raise
+        finally:
+            if run_dir is not None and proc.poll() is not None:
+                resume.forget_trainer(run_dir)
+        return code
 
 
 # ----------------------------------------------------------------------------------------- the verb
@@ -498,6 +516,9 @@ def run(args: argparse.Namespace) -> int:
     header(f"train: {inputs.data_dir} on {inputs.base_model} -> {run_dir}")
 
     with exclusive_lock(run_dir, "training into"):
+        orphan = resume.stop_orphaned_trainer(run_dir)
+        if orphan is not None:
+            say(f"train: stopped the trainer left running by a killed `voicetune train` (group {orphan})")
         state = _read_json(run_dir / RUN_STATE)
         gpu = preflight.read_gpu()
         sticky = state.get("auto") if state and not args.force and settings.profile == "auto" else None
@@ -512,6 +533,12 @@ def run(args: argparse.Namespace) -> int:
             base_model_identity(inputs.base_model),
             settings.gpus,
         )
+        # what a resume may not change (steps, epochs, GPU count and cadence it may)
+        resume_fp = fingerprint(
+            resume.resume_view(cfg),
+            inputs.data_manifest.get("fingerprint"),
+            base_model_identity(inputs.base_model),
+        )
         for line in choice.reasons:
             say(line)
         if not ac._attention_set(choice.cfg):
@@ -520,6 +547,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"note: {note}")
 
         finished = read_manifest(run_dir)
+        extending = False
         if finished and finished.get("step") == "train":
             if finished.get("fingerprint") == fp and not args.force:
                 say(
@@ -527,10 +555,12 @@ def run(args: argparse.Namespace) -> int:
                     f"(step {finished.get('global_step')}); --force trains it again"
                 )
                 return 0
-            if not args.force:
+            extending = bool(args.resume and finished.get("resume_fingerprint") == resume_fp)
+            if not args.force and not extending:
                 raise VoicetuneError(
                     f"{run_dir} holds a finished training with other settings or data: pass --force to "
-                    f"replace it, or --run NEW_NAME to keep both"
+                    f"replace it, --run NEW_NAME to keep both, or --resume to continue it when only "
+                    f"--max-steps/--epochs/--gpus changed"
                 )
         output_dir = run_dir / "output"
         complete, incomplete = checkpoints(output_dir)
@@ -538,13 +568,14 @@ def run(args: argparse.Namespace) -> int:
         if args.force:
             pass
         elif complete and args.resume:
-            if state and state.get("fingerprint") not in (None, fp):
+            if not _same_training(state, fp, resume_fp):
                 raise VoicetuneError(
                     f"the settings or data changed since {run_dir.name} started: resuming would mix two "
                     f"trainings; pass --force to start over, or train into a new --run"
                 )
             resume_from = complete[-1]
-            say(f"train: resuming from {resume_from.name}")
+            verb = "extending the finished run" if extending else "resuming"
+            say(f"train: {verb} from {resume_from.name}")
         elif complete:
             raise VoicetuneError(
                 f"{run_dir} holds checkpoints of an unfinished training (latest {complete[-1].name}): pass "
@@ -553,7 +584,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.resume:
             say(f"train: nothing to resume in {output_dir} (no complete checkpoint): starting from step 0")
         if resume_from is not None:
+            inputs, resume_from = _adapt_to_gpu_count(inputs, state or finished or {}, resume_from)
             cfg = ac.render(choice.cfg, _spec(inputs, attention, resume_from, on_cpu=on_cpu))
+            if resume.is_portable(resume_from):
+                cfg["plugins"] = [*(cfg.get("plugins") or []), resume.PORTABLE_PLUGIN]
 
         yaml_name = "axolotl.dry-run.yaml" if args.dry_run and finished else "axolotl.yaml"
         yaml_path = run_dir / yaml_name
@@ -588,6 +622,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.force:
             _clear_run(run_dir)
+        if extending:
+            (run_dir / "manifest.json").unlink(missing_ok=True)  # no longer a finished training
         for folder in incomplete:
             say(f"train: removing {folder.name}: it was cut off while being written")
             shutil.rmtree(folder, ignore_errors=True)
@@ -595,6 +631,9 @@ def run(args: argparse.Namespace) -> int:
             run_dir / RUN_STATE,
             {
                 "fingerprint": fp,
+                "resume_fingerprint": resume_fp,
+                "gpus": settings.gpus,
+                "gradient_accumulation_steps": cfg.get("gradient_accumulation_steps"),
                 "started": utc_now(),
                 "profile": choice.name,
                 "auto": choice.auto,
@@ -608,7 +647,7 @@ def run(args: argparse.Namespace) -> int:
         watcher = LogWatcher()
         train_started = time.monotonic()
         try:
-            code = stream(command, env, run_dir, run_dir / "train.log", watcher)
+            code = stream(command, env, run_dir, run_dir / "train.log", watcher, run_dir)
         except KeyboardInterrupt:
             print(
                 f"\ninterrupted: checkpoints so far are in {output_dir}; continue with --resume",
@@ -632,6 +671,7 @@ def run(args: argparse.Namespace) -> int:
             wall=time.monotonic() - started,
             resumed_from=resume_from,
         )
+        manifest["resume_fingerprint"] = resume_fp
         write_manifest(run_dir, manifest)
     _summary(manifest)
     return 0
@@ -696,7 +736,58 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _clear_run(run_dir: Path) -> None:
     for name in ("manifest.json", RUN_STATE):
         (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "output", ignore_errors=True)
+    for folder in ("output", PORTABLE_DIR):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
+
+
+# Where a checkpoint from another GPU count is re-laid for this one (see voicetune.resume).
+PORTABLE_DIR = "resume-portable"
+
+
+def _same_training(state: dict[str, Any] | None, fp: str, resume_fp: str) -> bool:
+    """Whether an interrupted run's recorded settings allow resuming it with these ones."""
+    if not state:
+        return True
+    if state.get("resume_fingerprint"):
+        return bool(state["resume_fingerprint"] == resume_fp)
+    return state.get("fingerprint") in (None, fp)  # written before resume fingerprints existed
+
+
+def _adapt_to_gpu_count(
+    inputs: Inputs, recorded: dict[str, Any], checkpoint: Path
+) -> tuple[Inputs, Path]:
+    """Resume on another GPU count: keep the global batch, and re-lay a DeepSpeed checkpoint."""
+    s = inputs.settings
+    old_gpus = int(recorded.get("gpus") or 1)
+    if old_gpus == s.gpus:
+        return inputs, checkpoint
+    old_ga = recorded.get("gradient_accumulation_steps")
+    if s.grad_accum is None and isinstance(old_ga, int):
+        new_ga = resume.scaled_grad_accum(old_ga, old_gpus, s.gpus)
+        if new_ga is not None:
+            say(
+                f"train: checkpoint written on {old_gpus} GPU(s), resuming on {s.gpus}: gradient "
+                f"accumulation {old_ga} -> {new_ga} keeps the global batch"
+            )
+            inputs = replace(inputs, settings=s.model_copy(update={"grad_accum": new_ga}))
+        else:
+            say(f"train: the global batch changes: {old_ga} x {old_gpus} GPUs cannot be split over {s.gpus}")
+    shards = resume.deepspeed_world_size(checkpoint)
+    if shards is None or shards == s.gpus:
+        return inputs, checkpoint
+    if s.gpus > 1:
+        raise VoicetuneError(
+            f"{checkpoint} holds DeepSpeed ZeRO optimizer shards for {shards} GPUs, and DeepSpeed cannot "
+            f"re-partition them for {s.gpus}: resume with --gpus {shards}, or with --gpus 1"
+        )
+    portable = resume.portable_checkpoint(
+        checkpoint, inputs.run_dir / PORTABLE_DIR, f"DeepSpeed shards for {shards} GPUs, resuming on 1"
+    )
+    say(
+        f"train: {checkpoint.name} was written by DeepSpeed on {shards} GPUs: resuming on 1 GPU from the "
+        f"adapter, step, data position and LR schedule; the optimizer moments start afresh"
+    )
+    return inputs, portable
 
 
 def _last_error(watcher: LogWatcher) -> str:
