@@ -123,6 +123,18 @@ def test_estimator_within_ten_percent_of_measured_peaks(changes: dict, measured_
     assert abs(predicted / measured_gib - 1) <= 0.10, f"{predicted:.2f} GiB predicted vs {measured_gib}"
 
 
+def test_estimator_on_the_two_gpu_run_training_and_evaluation() -> None:
+    # 2 x H200, DeepSpeed ZeRO-2, profile 80gb with Liger, micro batch 4 x 4096 tokens
+    # (benchmarks/results/gpu-h200x2-multi-gpu/): training steps 15.05 GiB, evaluation 25.7 GiB.
+    cfg = {**_QLORA_8B, **_LIGER, "micro_batch_size": 4, "sequence_len": 4096}
+    estimate = vram.estimate(LLAMA_8B, vram.plan_from_axolotl(cfg))
+    assert abs(estimate.peak_allocated / 2**30 / 15.05 - 1) <= 0.10
+    assert abs(estimate.eval_peak / 2**30 / 25.7 - 1) <= 0.10
+    assert estimate.required > estimate.eval_peak  # what must be free covers the evaluation too
+    smaller = vram.estimate(LLAMA_8B, vram.plan_from_axolotl({**cfg, "eval_batch_size": 1}))
+    assert smaller.eval_peak < estimate.eval_peak / 2  # a quarter of the logits
+
+
 def test_estimator_models_bf16_adapters_and_offloading() -> None:
     def estimate(**changes: object) -> vram.Estimate:
         cfg = {**_QLORA_8B, "micro_batch_size": 4, **changes}
@@ -150,6 +162,20 @@ def test_two_gpus_launch_with_deepspeed_zero2(tmp_path: Path, base_model_dir: Pa
     assert "--multi_gpu" in command and command[command.index("--num_processes") + 1] == "2"
     fsdp = ac.render(ac.load_profile("24gb"), _spec(tmp_path, base_model_dir, gpus=2, multi_gpu="fsdp"))
     assert "deepspeed" not in fsdp and fsdp.get("fsdp_config")
+
+
+def test_eval_batch_never_exceeds_the_val_split(tmp_path: Path, base_model_dir: Path) -> None:
+    # The H100 run that lost eval_loss: --profile auto chose micro batch 16, the val split had 15.
+    big = ac.render(
+        ac.load_profile("80gb"), _spec(tmp_path, base_model_dir, micro_batch=16, val_examples=15)
+    )
+    assert big["eval_batch_size"] == 15 and big["eval_sample_packing"] is False
+    two = ac.render(
+        ac.load_profile("80gb"), _spec(tmp_path, base_model_dir, micro_batch=16, val_examples=15, gpus=2)
+    )
+    assert two["eval_batch_size"] == 7  # per GPU
+    roomy = ac.render(ac.load_profile("24gb"), _spec(tmp_path, base_model_dir, val_examples=400))
+    assert "eval_batch_size" not in roomy and "eval_sample_packing" not in roomy
 
 
 def test_cpu_runs_evaluate_on_an_even_sample(tmp_path: Path) -> None:

@@ -151,11 +151,13 @@ def test_the_plugin_restores_the_lr_schedule_of_a_portable_checkpoint(tmp_path: 
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    def schedule() -> torch.optim.lr_scheduler.LambdaLR:
-        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+    def schedule(groups: int) -> torch.optim.lr_scheduler.LambdaLR:
+        # DeepSpeed's optimizer and the plain one group the parameters differently
+        params = [{"params": [torch.nn.Parameter(torch.zeros(2))]} for _ in range(groups)]
+        optimizer = torch.optim.AdamW(params, lr=1e-3)
         return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=2, num_training_steps=20)
 
-    trained = schedule()
+    trained = schedule(groups=1)
     for _ in range(10):
         trained.optimizer.step()
         trained.step()
@@ -168,10 +170,16 @@ def test_the_plugin_restores_the_lr_schedule_of_a_portable_checkpoint(tmp_path: 
 
     callbacks = PortableResume().add_callbacks_post_trainer({"resume_from_checkpoint": str(portable)}, None)
     assert len(callbacks) == 1
-    fresh = schedule()
-    assert fresh.get_last_lr() != trained.get_last_lr()
+    fresh = schedule(groups=2)
+    assert fresh.get_last_lr()[0] != trained.get_last_lr()[0]
     state = type("State", (), {"global_step": 10})()
     callbacks[0].on_train_begin(None, state, None, lr_scheduler=fresh)
-    assert fresh.get_last_lr() == pytest.approx(trained.get_last_lr())
+    assert fresh.get_last_lr() == pytest.approx(trained.get_last_lr() * 2)
+    for _ in range(2):  # and it keeps stepping on the same curve
+        fresh.optimizer.step()
+        fresh.step()
+        trained.optimizer.step()
+        trained.step()
+    assert fresh.get_last_lr() == pytest.approx(trained.get_last_lr() * 2)
     original = {"resume_from_checkpoint": str(checkpoint)}
     assert PortableResume().add_callbacks_post_trainer(original, None) == []

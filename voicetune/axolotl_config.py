@@ -60,6 +60,7 @@ class RunSpec:
     train_tokens: int | None = None
     has_val: bool = True
     val_file: Path | None = None  # default: data_dir/val.jsonl (a CPU run evaluates on a sample)
+    val_examples: int | None = None  # examples in the val file, to size the eval batch
     max_steps: int | None = None
     epochs: float | None = None
     sequence_len: int | None = None
@@ -326,7 +327,27 @@ def render(profile: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         cfg.pop("resume_from_checkpoint", None)
     if spec.gpus > 1:
         cfg = multi_gpu_keys(cfg, spec)
+    _fit_eval_batch(cfg, spec, notes)
     return cfg
+
+
+def _fit_eval_batch(cfg: dict[str, Any], spec: RunSpec, notes: list[str]) -> None:
+    """Keep the eval batch within the val split. Axolotl's eval dataloader drops an incomplete last
+    batch (always when packing), so a batch larger than the split per GPU gives no batch at all:
+    eval_loss goes missing and early stopping crashes the run (seen on an H100 with micro batch 16
+    and a 15-example val split, and on 2 x H200)."""
+    if not spec.has_val or not spec.val_examples or "test_datasets" not in cfg:
+        return
+    per_gpu = max(1, spec.val_examples // max(1, spec.gpus))
+    batch = int(cfg.get("eval_batch_size") or cfg.get("micro_batch_size") or 1)
+    if cfg.get("sample_packing") and per_gpu < 4 * batch:
+        cfg.setdefault("eval_sample_packing", False)  # packing a small split leaves even fewer rows
+    if batch > per_gpu:
+        cfg["eval_batch_size"] = per_gpu
+        notes.append(
+            f"eval_batch_size {per_gpu}: the val split has {spec.val_examples} examples"
+            + (f" for {spec.gpus} GPUs" if spec.gpus > 1 else "")
+        )
 
 
 def _attention_set(cfg: dict[str, Any]) -> bool:

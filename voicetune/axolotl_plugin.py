@@ -36,13 +36,30 @@ class RestoreSchedulerCallback(TrainerCallback):
             return
         import torch
 
-        scheduler.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        _continue_schedule(scheduler, saved)
         lrs = ", ".join(f"{lr:.3g}" for lr in scheduler.get_last_lr())
         print(
             f"voicetune: resumed from a portable checkpoint at step {state.global_step}: LR schedule "
             f"restored (lr {lrs}); optimizer moments start afresh",
             flush=True,
         )
+
+
+def _continue_schedule(scheduler: Any, saved: dict[str, Any]) -> None:
+    """Move the new scheduler to the saved step. Only the step is taken: the saved base LRs belong
+    to the old optimizer's parameter groups, which DeepSpeed lays out differently (loading them
+    whole fails with "zip() argument 2 is shorter than argument 1" on the first step)."""
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if lambdas is None or len(lambdas) != len(scheduler.base_lrs):
+        scheduler.load_state_dict(saved)  # not a LambdaLR: its own state is all there is
+        return
+    scheduler.last_epoch = int(saved["last_epoch"])
+    scheduler._step_count = int(saved.get("_step_count", scheduler.last_epoch + 1))
+    values = [base * fn(scheduler.last_epoch) for fn, base in zip(lambdas, scheduler.base_lrs, strict=True)]
+    for group, lr in zip(scheduler.optimizer.param_groups, values, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = values
 
 
 class PortableResume(BasePlugin):

@@ -63,6 +63,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, object]:
     if tokenizer.chat_template is None:
         raise VoicetuneError(f"{gguf_path} has no chat template: pick an instruct model's GGUF")
     _fix_special_tokens(tokenizer, model)
+    # The weights are already dequantised to fp32; newer transformers (5.17) still tag the model as
+    # GGUF-quantised and refuse to save it. Drop the tag: what is saved is a plain fp32 model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return {

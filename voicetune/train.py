@@ -700,6 +700,7 @@ def _spec(
     s = inputs.settings
     val = inputs.data_dir / "val.jsonl"
     has_val = val.is_file() and val.stat().st_size > 0
+    val_file = cpu_val_sample(val, inputs.run_dir) if has_val and on_cpu else None
     return ac.RunSpec(
         run_name=inputs.run_name,
         run_dir=inputs.run_dir,
@@ -709,7 +710,8 @@ def _spec(
         data_sequence_len=inputs.data_sequence_len,
         train_tokens=ac.approx_train_tokens(inputs.data_dir),
         has_val=has_val,
-        val_file=cpu_val_sample(val, inputs.run_dir) if has_val and on_cpu else None,
+        val_file=val_file,
+        val_examples=_count_lines(val_file or val) if has_val else None,
         max_steps=s.max_steps,
         epochs=s.epochs,
         sequence_len=s.sequence_len,
@@ -723,6 +725,11 @@ def _spec(
         multi_gpu=s.multi_gpu,
         overrides=inputs.overrides,
     )
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
