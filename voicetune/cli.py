@@ -7,6 +7,7 @@ Modules import torch and friends inside `run`, so `--help` stays instant.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing half-written was kept; run the same command again", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # a file system refusal (full disk, read-only or misplaced folder): one line, not a traceback
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: OSError) -> str:
+    where = exc.filename or "a file"
+    fixes = {
+        errno.ENOSPC: "free some space and run again",
+        errno.EACCES: "choose a writable folder",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.EEXIST: "a file stands where a folder should be: move it away",
+        errno.ENOTDIR: "a file stands where a folder should be: move it away",
+    }
+    fix = fixes.get(exc.errno or 0, "check the path and its permissions")
+    return f"{where}: {exc.strerror or exc}: {fix}"
 
 
 if __name__ == "__main__":

@@ -143,6 +143,12 @@ def remove_stale_temporaries(parent: Path) -> list[Path]:
             pid = entry.name.rsplit("-", 1)[-1]
             if pid.isdigit() and _pid_alive(int(pid)):
                 continue
+            final = parent / entry.name[1:].rsplit(".old-", 1)[0]
+            if ".old-" in entry.name and not final.exists():
+                # killed between moving the previous artifact aside and renaming the new one in:
+                # the previous one is still complete, so it goes back
+                os.replace(entry, final)
+                continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
