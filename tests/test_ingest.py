@@ -97,3 +97,13 @@ def test_single_file_input_and_nested_order(tmp_path: Path) -> None:
     (tmp_path / ".hidden.txt").write_text("h", encoding="utf-8")
     candidates, _ = discover(tmp_path, set(READERS))
     assert [c.rel for c in candidates] == ["a.txt", "b/z.txt", "one.pdf"]
+
+
+def test_paths_with_spaces_and_non_ascii_names_are_read(tmp_path: Path) -> None:
+    folder = tmp_path / "my notes" / "été 2024"
+    folder.mkdir(parents=True)
+    (folder / "Ünïcødé café.md").write_text("\n\n".join(prose(5)), encoding="utf-8")
+    (folder / "日記 one.txt").write_text("\n\n".join(reversed(prose(7))), encoding="utf-8")
+    files, dropped = _read(tmp_path)
+    assert dropped == {}
+    assert set(files) == {"my notes/été 2024/Ünïcødé café.md", "my notes/été 2024/日記 one.txt"}
