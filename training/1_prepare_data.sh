@@ -2,10 +2,8 @@
 # Step 1: turn your writing (data/raw/) into clean train/val/test examples for Axolotl.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
-PY="$VENV/bin/python"
-[[ -x "$PY" ]] || PY="$(command -v python3)"
+# shellcheck source=training/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<USAGE
@@ -29,11 +27,6 @@ model is missing. A re-run with the same inputs and settings says "up to date" a
 USAGE
 }
 
-for arg in "$@"; do
-    case "$arg" in
-        -h|--help) usage; echo; PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m voicetune prepare --help; exit 0 ;;
-    esac
-done
-
+show_help_if_asked voicetune prepare -- "$@"
 echo "==> prepare: voicetune prepare $*"
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m voicetune prepare "$@"
+exec "$PY" -m voicetune prepare "$@"

@@ -2,10 +2,8 @@
 # Step 2: fine-tune a LoRA/QLoRA adapter on the prepared data with the real Axolotl CLI.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
-PY="$VENV/bin/python"
-[[ -x "$PY" ]] || PY="$(command -v python3)"
+# shellcheck source=training/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<USAGE
@@ -23,7 +21,9 @@ unless --wandb online. With --gpus N (N > 1) it launches N processes with DeepSp
 
   --profile auto   picks cpu-demo without a GPU; with one, the profile for its memory and the largest
                    micro batch and sequence length that fit, and says why
-  --resume         continue an interrupted run from its latest complete checkpoint
+  --resume         continue an interrupted run from its latest complete checkpoint (also after kill -9),
+                   extend a finished one (with a larger --max-steps/--epochs), or move a run to another
+                   --gpus count (the global batch is kept); any other change is refused
   --dry-run        render + preflight, print the exact command, train nothing
   --help           this text, then every flag of 'voicetune train'
 
@@ -31,11 +31,6 @@ A finished run is skipped when nothing changed ("up to date"), and never overwri
 USAGE
 }
 
-for arg in "$@"; do
-    case "$arg" in
-        -h|--help) usage; echo; PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m voicetune train --help; exit 0 ;;
-    esac
-done
-
+show_help_if_asked voicetune train -- "$@"
 echo "==> train: voicetune train $*"
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m voicetune train "$@"
+exec "$PY" -m voicetune train "$@"

@@ -2,10 +2,8 @@
 # Step 3: merge the run's LoRA adapter into its base model (PEFT merge_and_unload) with a parity check.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
-PY="$VENV/bin/python"
-[[ -x "$PY" ]] || PY="$(command -v python3)"
+# shellcheck source=training/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<USAGE
@@ -26,11 +24,11 @@ says "up to date" and does nothing.
 USAGE
 }
 
+show_help_if_asked voicetune merge -- "$@"
 args=()
 dry_run=0
 for arg in "$@"; do
     case "$arg" in
-        -h|--help) usage; echo; PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m voicetune merge --help; exit 0 ;;
         --dry-run) dry_run=1 ;;
         *) args+=("$arg") ;;
     esac
@@ -42,4 +40,4 @@ if (( dry_run )); then
     exit 0
 fi
 echo "==> merge: voicetune merge ${args[*]}"
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "${command[@]}"
+exec "${command[@]}"

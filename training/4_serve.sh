@@ -2,10 +2,8 @@
 # Step 4 (optional): serve the merged model with vLLM's OpenAI-compatible server.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
-PY="$VENV/bin/python"
-[[ -x "$PY" ]] || PY="$(command -v python3)"
+# shellcheck source=training/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<USAGE
@@ -23,13 +21,5 @@ Then, for example:
 USAGE
 }
 
-for arg in "$@"; do
-    if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
-        usage; echo
-        PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m voicetune.serve --help
-        exit 0
-    fi
-    [[ "$arg" == "--" ]] && break
-done
-
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m voicetune.serve "$@"
+show_help_if_asked voicetune.serve -- "$@"
+exec "$PY" -m voicetune.serve "$@"
