@@ -73,7 +73,7 @@ def os_error_line(exc: OSError) -> str:
     fixes = {
         errno.ENOSPC: "free some space and run again",
         errno.EACCES: "choose a writable folder",
-        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.EROFS: "choose a writable folder",
         errno.EEXIST: "a file stands where a folder should be: move it away",
         errno.ENOTDIR: "a file stands where a folder should be: move it away",
     }
