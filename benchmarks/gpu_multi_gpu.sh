@@ -61,7 +61,7 @@ summary() {
 import json, sys
 m = json.load(open(f"{sys.argv[1]}/manifest.json"))
 keys = ["global_step", "max_steps", "tokens_per_second", "trainable_tokens_per_second", "peak_vram_gib",
-        "vram_estimate_gib", "final_train_loss", "final_eval_loss", "wall_seconds", "gpus"]
+        "vram_estimate_gib", "peak_vram_train_gib", "peak_vram_eval_gib", "final_train_loss", "final_eval_loss", "wall_seconds", "gpus"]
 print(json.dumps({k: m.get(k) for k in keys}))
 PY
 }

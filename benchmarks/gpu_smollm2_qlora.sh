@@ -54,7 +54,9 @@ import json, sys
 m = json.load(open(f"{sys.argv[1]}/manifest.json"))
 keys = ["profile", "quantized_4bit", "global_step", "max_steps", "first_eval_loss", "final_eval_loss",
         "final_train_loss", "tokens_per_second", "trainable_tokens_per_second", "seconds_per_step",
-        "peak_vram_gib", "vram_estimate_gib", "train_seconds", "wall_seconds"]
+        "peak_vram_gib", "vram_estimate_gib", "peak_vram_train_gib", "vram_estimate_train_gib",
+        "peak_vram_eval_gib", "vram_estimate_eval_gib", "train_seconds", "wall_seconds"]
 print(json.dumps({k: m.get(k) for k in keys} | {"rendered": m["settings"]["rendered"]}, indent=1))
+print("eval_batch_size:", __import__("yaml").safe_load(open(f"{sys.argv[1]}/axolotl.yaml")).get("eval_batch_size"))
 PY
 cp /tmp/vt/checkpoints/smollm2-qlora/axolotl.yaml "$out/"

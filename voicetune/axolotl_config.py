@@ -73,6 +73,7 @@ class RunSpec:
     gpus: int = 1
     multi_gpu: str = "deepspeed"
     overrides: dict[str, Any] = field(default_factory=dict)
+    fit_eval_to_memory: bool = False  # on a GPU: size the eval batch so evaluation fits like training
     notes: list[str] = field(default_factory=list)  # what was derived, to tell the user
 
 
@@ -328,7 +329,34 @@ def render(profile: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     if spec.gpus > 1:
         cfg = multi_gpu_keys(cfg, spec)
     _fit_eval_batch(cfg, spec, notes)
+    if spec.fit_eval_to_memory:
+        _fit_eval_batch_to_memory(cfg, spec, notes)
     return cfg
+
+
+def _fit_eval_batch_to_memory(cfg: dict[str, Any], spec: RunSpec, notes: list[str]) -> None:
+    """Shrink the eval batch until evaluation needs no more GPU memory than a training step (see
+    vram.eval_batch_within_training_peak). An eval_batch_size set with --set is left alone."""
+    from voicetune import vram
+
+    if "eval_batch_size" in spec.overrides or "test_datasets" not in cfg:
+        return
+    if cfg.get("adapter") not in ("lora", "qlora"):
+        return
+    try:
+        shape = vram.ModelShape.from_model_dir(spec.base_model)
+        plan = vram.plan_from_axolotl(cfg)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a model folder the estimator reads: preflight says so
+    current = plan.eval_micro_batch_size or plan.micro_batch_size
+    fitted = vram.eval_batch_within_training_peak(shape, plan)
+    if fitted < current:
+        cfg["eval_batch_size"] = fitted
+        full = vram.estimate(shape, plan).eval_peak / vram.GIB
+        notes.append(
+            f"eval_batch_size {fitted}: evaluation builds the full logits (no fused loss), "
+            f"{full:.1f} GiB at eval batch {current}; {fitted} keeps it within a training step's memory"
+        )
 
 
 def _fit_eval_batch(cfg: dict[str, Any], spec: RunSpec, notes: list[str]) -> None:

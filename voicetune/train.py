@@ -440,10 +440,16 @@ class LogWatcher:
             "trainable_tokens_per_second": _median(trainable),
         }
 
-    def peak_vram_gib(self) -> float | None:
-        values = [v.get("memory/max_allocated (GiB)", 0.0) for _, v in self.train + self.evals]
-        peak = max([*values, self.final.get("memory/max_allocated (GiB)", 0.0)], default=0.0)
-        return peak or None
+    def peak_vram_gib(self, part: str = "all") -> float | None:
+        """The largest allocated peak Axolotl logged: in training steps ("train"), in evaluations
+        ("eval") or both ("all"). Axolotl resets the counter at every log, so an eval log holds the
+        evaluation's own peak and the next training log only training steps."""
+        key = "memory/max_allocated (GiB)"
+        entries = {"train": self.train, "eval": self.evals, "all": self.train + self.evals}[part]
+        values = [v.get(key, 0.0) for _, v in entries]
+        if part == "all":
+            values.append(self.final.get(key, 0.0))
+        return max(values, default=0.0) or None
 
 
 def _median(values: list[float]) -> float | None:
@@ -724,6 +730,7 @@ def _spec(
         gpus=s.gpus,
         multi_gpu=s.multi_gpu,
         overrides=inputs.overrides,
+        fit_eval_to_memory=not on_cpu,
     )
 
 
@@ -884,7 +891,11 @@ def _finish(
         trainable_tokens_per_second=rates["trainable_tokens_per_second"],
         seconds_per_step=rates["seconds_per_step"],
         peak_vram_gib=watcher.peak_vram_gib(),
-        vram_estimate_gib=round(estimate.peak_allocated / vram.GIB, 2) if estimate else None,
+        peak_vram_train_gib=watcher.peak_vram_gib("train"),
+        peak_vram_eval_gib=watcher.peak_vram_gib("eval"),
+        vram_estimate_gib=_gib(max(estimate.peak_allocated, estimate.eval_peak)) if estimate else None,
+        vram_estimate_train_gib=_gib(estimate.peak_allocated) if estimate else None,
+        vram_estimate_eval_gib=_gib(estimate.eval_peak) if estimate else None,
         data_stats=report.data.__dict__ if report.data else None,
         preflight_seconds=round(report.seconds, 1),
         train_seconds=round(train_seconds, 1),
@@ -892,6 +903,10 @@ def _finish(
         resumed_from=resumed_from.name if resumed_from else None,
         gpus=inputs.settings.gpus,
     )
+
+
+def _gib(value: int) -> float:
+    return round(value / vram.GIB, 2)
 
 
 def _last(entries: list[tuple[float, dict[str, float]]], key: str) -> float | None:
@@ -916,8 +931,13 @@ def _summary(manifest: dict[str, Any]) -> None:
         f"{fmt(manifest.get('seconds_per_step'), '.2f')} s/step"
     )
     if manifest.get("peak_vram_gib"):
-        say(
-            f"peak VRAM:   {manifest['peak_vram_gib']} GiB allocated "
-            f"(estimate {manifest.get('vram_estimate_gib')} GiB)"
-        )
+        parts = [
+            f"{manifest[peak]} GiB {where} (estimate {manifest.get(est, 'n/a')})"
+            for peak, est, where in (
+                ("peak_vram_train_gib", "vram_estimate_train_gib", "in training steps"),
+                ("peak_vram_eval_gib", "vram_estimate_eval_gib", "in evaluation"),
+            )
+            if manifest.get(peak)
+        ]
+        say(f"peak VRAM:   {', '.join(parts) or str(manifest['peak_vram_gib']) + ' GiB'} allocated")
     say(f"wall time:   {fmt(manifest.get('wall_seconds'), '.0f')} s")
