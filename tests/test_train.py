@@ -179,7 +179,7 @@ def test_eval_batch_never_exceeds_the_val_split(tmp_path: Path, base_model_dir: 
     )
     assert two["eval_batch_size"] == 7  # per GPU
     roomy = ac.render(ac.load_profile("24gb"), _spec(tmp_path, base_model_dir, val_examples=400))
-    assert "eval_batch_size" not in roomy and "eval_sample_packing" not in roomy
+    assert "eval_batch_size" not in roomy and roomy["eval_sample_packing"] is False
 
 
 def test_cpu_runs_evaluate_on_an_even_sample(tmp_path: Path) -> None:
@@ -230,19 +230,26 @@ def test_auto_fit_sizes_the_eval_batch_apart_from_the_micro_batch() -> None:
 
 
 def test_rendered_eval_batch_fits_memory_on_a_gpu(tmp_path: Path, base_model_dir: Path) -> None:
+    # without the fused eval loss (a profile of the user's own with Liger alone): shrink the batch
+    liger_alone = {"plugins": ["axolotl.integrations.liger.LigerPlugin"]}
     spec = dict(micro_batch=16, val_examples=15, data_sequence_len=4096)
-    on_gpu = _spec(tmp_path, base_model_dir, fit_eval_to_memory=True, **spec)
+    on_gpu = _spec(tmp_path, base_model_dir, fit_eval_to_memory=True, overrides=liger_alone, **spec)
     gpu = ac.render(ac.load_profile("80gb"), on_gpu)
     assert gpu["eval_batch_size"] == 1
     said = "eval_batch_size 1: evaluation builds the full logits"
     assert any(note.startswith(said) for note in on_gpu.notes)
-    cpu = ac.render(ac.load_profile("80gb"), _spec(tmp_path, base_model_dir, **spec))
+    cpu = ac.render(ac.load_profile("80gb"), _spec(tmp_path, base_model_dir, overrides=liger_alone, **spec))
     assert cpu["eval_batch_size"] == 15  # only the val-split cap without the GPU fit
     chosen = ac.render(
         ac.load_profile("80gb"),
-        _spec(tmp_path, base_model_dir, fit_eval_to_memory=True, overrides={"eval_batch_size": 8}, **spec),
+        _spec(tmp_path, base_model_dir, fit_eval_to_memory=True,
+              overrides={**liger_alone, "eval_batch_size": 8}, **spec),
     )
     assert chosen["eval_batch_size"] == 8  # --set eval_batch_size=8 is the user's call
+    # voicetune's profiles fuse the loss in evaluation too: the batch stays as large as the split
+    fused_spec = _spec(tmp_path, base_model_dir, fit_eval_to_memory=True, **spec)
+    fused = ac.render(ac.load_profile("80gb"), fused_spec)
+    assert fused["eval_batch_size"] == 15
 
 
 def test_log_watcher_keeps_training_and_evaluation_peaks_apart() -> None:
@@ -257,3 +264,59 @@ def test_log_watcher_keeps_training_and_evaluation_peaks_apart() -> None:
     assert watcher.peak_vram_gib("train") == 4.01
     assert watcher.peak_vram_gib("eval") == 2.16
     assert watcher.peak_vram_gib() == 4.01
+
+
+def test_fused_eval_loss_plugin_asks_for_the_loss_alone() -> None:
+    # The plugin runs inside Axolotl's trainer; here its wrapper gets a stand-in prediction_step
+    # that records what the model would be called with (no GPU for Liger's kernels in CI).
+    from voicetune.axolotl_plugins import loss_only_prediction_step
+
+    seen: list[dict] = []
+    step = loss_only_prediction_step(lambda model, inputs, loss_only, ignore_keys=None: seen.append(inputs))
+    step(None, {"input_ids": [1], "labels": [1]}, True)
+    step(None, {"input_ids": [1], "labels": [1]}, False)  # logits wanted (metrics, predictions)
+    step(None, {"input_ids": [1]}, True)  # no labels: Liger needs them for the fused loss
+    assert [inputs.get("skip_logits") for inputs in seen] == [True, None, None]
+
+
+def test_every_gpu_profile_evaluates_with_the_fused_loss() -> None:
+    from voicetune.axolotl_plugins import NAME
+
+    for profile in ac.PROFILES:
+        cfg = ac.load_profile(profile)
+        fused = vram.plan_from_axolotl(cfg).fused_eval_loss
+        assert fused == (profile != "cpu-demo") and (NAME in cfg.get("plugins", [])) == fused
+
+
+def test_8gb_profile_fits_an_8b_model_in_seven_gib_training_and_evaluating() -> None:
+    cfg = ac.load_profile("8gb")
+    plan = vram.plan_from_axolotl(cfg)
+    estimate = vram.estimate(LLAMA_8B, plan)
+    assert plan.micro_batch_size == 2 and plan.sequence_len == 2048
+    assert estimate.peak_allocated / 2**30 <= 7.0  # measured 6.96 GiB (c:8gb-offload)
+    assert estimate.eval_peak <= estimate.peak_allocated  # the fused loss: no full logits
+    liger_alone = {**cfg, "plugins": cfg["plugins"][:1], "eval_batch_size": 1}
+    unfused = vram.estimate(LLAMA_8B, vram.plan_from_axolotl(liger_alone))
+    assert unfused.eval_peak / 2**30 > 8  # what evaluation needed before, even at eval batch 1
+    assert vram.eval_batch_within_training_peak(LLAMA_8B, plan) == 2  # no more than the micro batch
+    assert [ac.profile_for_gpu(gib) for gib in (7.6, 11.6, 15.6, 23.5, 31.4, 79.1)] == [
+        "8gb", "8gb", "16gb", "24gb", "32gb-rtx5090", "80gb",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("shape", "cfg", "measured_train", "measured_eval"),
+    [
+        # benchmarks/results/gpu-h200-eval-memory/: `voicetune train`, FusedEvalLossPlugin on
+        (LLAMA_8B, {**ac.load_profile("8gb")}, 6.98, 6.31),  # profile 8gb, eval batch 2
+        (SMOLLM2, {**_SMOLLM2_80GB, "plugins": ac.load_profile("80gb")["plugins"], "eval_batch_size": 15},
+         4.01, 1.49),
+    ],
+    ids=["8b-8gb-profile", "smollm2-eval15"],
+)
+def test_estimator_within_ten_percent_with_the_fused_eval_loss(
+    shape: vram.ModelShape, cfg: dict, measured_train: float, measured_eval: float
+) -> None:
+    estimate = vram.estimate(shape, vram.plan_from_axolotl(cfg))
+    assert abs(estimate.peak_allocated / 2**30 / measured_train - 1) <= 0.10
+    assert abs(estimate.eval_peak / 2**30 / measured_eval - 1) <= 0.10

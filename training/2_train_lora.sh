@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<USAGE
-usage: training/2_train_lora.sh [--profile auto|cpu-demo|16gb|24gb|32gb|80gb|FILE.yaml] [--config FILE]
+usage: training/2_train_lora.sh [--profile auto|cpu-demo|8gb|16gb|24gb|32gb|80gb|FILE.yaml] [--config FILE]
                                 [--data NAME] [--run NAME] [--resume] [--force] [--dry-run]
                                 [--wandb off|offline|online] [--max-steps N] [--gpus N] [--help] [more flags]
 

@@ -23,10 +23,10 @@ import yaml
 from voicetune.errors import VoicetuneError
 from voicetune.paths import configs_dir
 
-PROFILES = ("cpu-demo", "16gb", "24gb", "32gb-rtx5090", "80gb")
+PROFILES = ("cpu-demo", "8gb", "16gb", "24gb", "32gb-rtx5090", "80gb")
 ALIASES = {"32gb": "32gb-rtx5090", "cpu": "cpu-demo"}
 # Nominal card size (GiB) -> profile; a card qualifies when it reports at least 95% of the size.
-GPU_PROFILES = ((80, "80gb"), (32, "32gb-rtx5090"), (24, "24gb"), (16, "16gb"))
+GPU_PROFILES = ((80, "80gb"), (32, "32gb-rtx5090"), (24, "24gb"), (16, "16gb"), (8, "8gb"))
 # Keys voicetune owns: the run folder layout depends on them, so `--set` may not change them.
 RUN_KEYS = ("base_model", "datasets", "test_datasets", "output_dir", "dataset_prepared_path")
 EVAL_KEYS = (
@@ -368,8 +368,11 @@ def _fit_eval_batch(cfg: dict[str, Any], spec: RunSpec, notes: list[str]) -> Non
         return
     per_gpu = max(1, spec.val_examples // max(1, spec.gpus))
     batch = int(cfg.get("eval_batch_size") or cfg.get("micro_batch_size") or 1)
-    if cfg.get("sample_packing") and per_gpu < 4 * batch:
-        cfg.setdefault("eval_sample_packing", False)  # packing a small split leaves even fewer rows
+    if cfg.get("sample_packing"):
+        # Axolotl's packed eval dataloader can come out empty on a val split of a writer's size
+        # (15 examples at eval batch 1 on an H200: no batch, no eval_loss); unpacked, every example
+        # counts once, and the fused eval loss keeps its padding cheap.
+        cfg.setdefault("eval_sample_packing", False)
     if batch > per_gpu:
         cfg["eval_batch_size"] = per_gpu
         notes.append(

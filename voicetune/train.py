@@ -95,7 +95,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         default=None,
-        help="auto | cpu-demo | 16gb | 24gb | 32gb (= 32gb-rtx5090) | 80gb | path/to/axolotl.yaml "
+        help="auto | cpu-demo | 8gb | 16gb | 24gb | 32gb (= 32gb-rtx5090) | 80gb | path/to/axolotl.yaml "
         "(default: train.profile in the config, else auto)",
     )
     parser.add_argument(

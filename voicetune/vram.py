@@ -144,6 +144,7 @@ class TrainPlan:
     attention: str = "sdpa"  # sdpa | flash_attention_2 | eager | ...
     liger_fused_linear_cross_entropy: bool = False
     liger_kernels: bool = False  # rms_norm/glu: smaller working set per layer
+    fused_eval_loss: bool = False  # voicetune's FusedEvalLossPlugin: Liger's fused loss in evaluation too
     lora_fp32: bool = True  # PEFT's autocast_adapter_dtype (False: adapters in the compute dtype)
     activation_offloading: str = "off"  # off | hidden_states (with checkpointing) | all
     upcast_frozen_fp32: bool = False  # prepare_model_for_kbit_training (plain PEFT scripts)
@@ -199,7 +200,7 @@ class Estimate:
             f"logits            {gib(self.logits)}",
             f"layer working set {gib(self.layer_working_set)}",
             f"peak allocated    {gib(self.peak_allocated)}  (training step)",
-            f"evaluation peak   {gib(self.eval_peak)}  (full logits: no fused loss in eval)",
+            f"evaluation peak   {gib(self.eval_peak)}  (no gradients; full logits unless the loss is fused)",
             f"needs free        {gib(self.required)}  (peak x{FRAGMENTATION:.2f} + CUDA context)",
         ]
 
@@ -292,13 +293,19 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     # start of the backward pass (with the top layer's working set and the adapter gradients, which
     # gradient accumulation keeps between micro batches).
     peak = persistent_counted + saved + max(logits, lora_grads + working)
-    # Evaluation builds the full logits even with Liger (its fused loss runs in training only): bf16
-    # logits + fp32 upcast + fp32 log-softmax, no gradients. Measured on 2 x H200 (80gb profile,
-    # micro batch 4 x 4096 tokens, Liger): 25.7 GiB at evaluation vs 15.1 GiB in training steps.
+    # Evaluation without gradients: the weights and one layer's transient activations at a time.
+    # Liger fuses the loss only in training, so evaluation builds the full logits (bf16 logits +
+    # fp32 upcast + fp32 log-softmax). Measured on 2 x H200 (80gb profile, micro batch 4 x 4096
+    # tokens, Liger): 25.7 GiB at evaluation vs 15.1 GiB in training steps. voicetune's
+    # FusedEvalLossPlugin asks Liger for the loss alone in evaluation too: then the logits are built
+    # chunk by chunk, each chunk about the size of the hidden states.
     eval_tokens = (plan.eval_micro_batch_size or plan.micro_batch_size) * plan.sequence_len
-    eval_peak = (
-        persistent_counted + eval_tokens * shape.vocab_size * (frozen_bytes + 8) + layer_input * 4
-    )
+    if plan.fused_eval_loss and plan.liger_fused_linear_cross_entropy:
+        per_token = shape.hidden_size * (4 * cb + 3 * 4) + shape.intermediate_size * 3 * cb
+        dequantised = max(a * b for a, b in shape.projection_dims().values()) * cb if plan.load_in_4bit else 0
+        eval_peak = persistent_counted + eval_tokens * per_token + dequantised
+    else:
+        eval_peak = persistent_counted + eval_tokens * shape.vocab_size * (frozen_bytes + 8) + layer_input * 4
     required = int((max(peak, eval_peak) + (states if paged else 0)) * FRAGMENTATION) + CONTEXT_BYTES
     return Estimate(
         base_weights=base,
@@ -344,6 +351,7 @@ def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
         attention=attention,
         liger_fused_linear_cross_entropy=liger and bool(cfg.get("liger_fused_linear_cross_entropy")),
         liger_kernels=liger and bool(cfg.get("liger_glu_activation") or cfg.get("liger_swiglu")),
+        fused_eval_loss="FusedEvalLossPlugin" in plugins,
         lora_fp32=cfg.get("peft_autocast_adapter_dtype") is not False or precision_32,
         activation_offloading=_offloading(cfg.get("activation_offloading")),
         upcast_frozen_fp32=bool(cfg.get("upcast_frozen_fp32")),
@@ -360,10 +368,11 @@ def _offloading(value: Any) -> str:
 
 def eval_batch_within_training_peak(shape: ModelShape, plan: TrainPlan) -> int:
     """The largest eval batch (at most Axolotl's default, the micro batch) whose evaluation peak stays
-    within the training peak. Evaluation builds the full [tokens x vocabulary] logits even with Liger,
-    so at the training micro batch it can need several times the memory of a training step (a 135M
-    model at micro batch 16 x 4096 tokens: 28.5 GiB in evaluation against 4.0 GiB in training,
-    measured on an H100). At least 1: when even one row exceeds it, that row's peak is the limit."""
+    within the training peak. Evaluation builds the full [tokens x vocabulary] logits unless the loss
+    is fused there too (FusedEvalLossPlugin), so at the training micro batch it can need several times
+    the memory of a training step (a 135M model at micro batch 16 x 4096 tokens: 28.5 GiB in
+    evaluation against 4.0 GiB in training, measured on an H100). At least 1: when even one row
+    exceeds it, that row's peak is the limit."""
     wanted = plan.eval_micro_batch_size or plan.micro_batch_size
     train_peak = estimate(shape, _replace(plan, eval_micro_batch_size=1)).peak_allocated
     best = 1
