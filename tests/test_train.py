@@ -320,3 +320,22 @@ def test_estimator_within_ten_percent_with_the_fused_eval_loss(
     estimate = vram.estimate(shape, vram.plan_from_axolotl(cfg))
     assert abs(estimate.peak_allocated / 2**30 / measured_train - 1) <= 0.10
     assert abs(estimate.eval_peak / 2**30 / measured_eval - 1) <= 0.10
+
+
+def test_fused_eval_loss_only_for_models_liger_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real (tiny, random) Llama and a real PEFT wrapper; Liger patches the class's forward, as
+    # Axolotl's LigerPlugin does for the architectures Liger supports.
+    import torch
+    from liger_kernel.transformers.model.llama import lce_forward
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from voicetune.axolotl_plugins import accepts_skip_logits
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=64)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert not accepts_skip_logits(model)  # unpatched: eval stays as Axolotl does it
+    monkeypatch.setattr(LlamaForCausalLM, "forward", lce_forward)
+    assert accepts_skip_logits(model)

@@ -11,6 +11,7 @@ for the loss alone whenever the Trainer says so (`prediction_loss_only`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -33,9 +34,22 @@ def loss_only_prediction_step(prediction_step: Callable[..., Any]) -> Callable[.
     return wrapped
 
 
+def accepts_skip_logits(model: Any) -> bool:
+    """Whether the model's forward is one of Liger's (it takes `skip_logits`). Liger patches the
+    forward of the architectures it supports (the class, or the instance); any other model's
+    evaluation is left as Axolotl does it."""
+    get_base_model = getattr(model, "get_base_model", None)  # a PEFT wrapper
+    base = get_base_model() if callable(get_base_model) else model
+    return "skip_logits" in inspect.signature(base.forward).parameters
+
+
 class FusedEvalLossPlugin(BasePlugin):  # type: ignore[misc]
     """Evaluation through Liger's fused loss (see the module docstring)."""
 
     def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
-        if cfg.liger_fused_linear_cross_entropy and trainer.compute_metrics is None:
+        if (
+            cfg.liger_fused_linear_cross_entropy
+            and trainer.compute_metrics is None
+            and accepts_skip_logits(trainer.model)
+        ):
             trainer.prediction_step = loss_only_prediction_step(trainer.prediction_step)
