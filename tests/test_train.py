@@ -269,7 +269,7 @@ def test_log_watcher_keeps_training_and_evaluation_peaks_apart() -> None:
 def test_fused_eval_loss_plugin_asks_for_the_loss_alone() -> None:
     # The plugin runs inside Axolotl's trainer; here its wrapper gets a stand-in prediction_step
     # that records what the model would be called with (no GPU for Liger's kernels in CI).
-    from voicetune.axolotl_plugins import loss_only_prediction_step
+    from voicetune.fused_eval_loss import loss_only_prediction_step
 
     seen: list[dict] = []
     step = loss_only_prediction_step(lambda model, inputs, loss_only, ignore_keys=None: seen.append(inputs))
@@ -280,7 +280,7 @@ def test_fused_eval_loss_plugin_asks_for_the_loss_alone() -> None:
 
 
 def test_every_gpu_profile_evaluates_with_the_fused_loss() -> None:
-    from voicetune.axolotl_plugins import NAME
+    from voicetune.fused_eval_loss import NAME
 
     for profile in ac.PROFILES:
         cfg = ac.load_profile(profile)
@@ -330,7 +330,7 @@ def test_fused_eval_loss_only_for_models_liger_patched(monkeypatch: pytest.Monke
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from voicetune.axolotl_plugins import accepts_skip_logits
+    from voicetune.fused_eval_loss import accepts_skip_logits
 
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,

@@ -1,7 +1,7 @@
-"""Axolotl plugins that `voicetune train` adds to rendered configs. Axolotl imports them by name
-(`plugins:` in the YAML) in its own process, so this module is only imported where Axolotl is.
+"""An Axolotl plugin, listed under `plugins:` in every GPU profile: Liger's fused loss in evaluation
+too. Axolotl imports it by name in the training process; `voicetune` itself never does.
 
-FusedEvalLossPlugin: Liger's fused linear + cross-entropy never builds the [tokens x vocabulary]
+Liger's fused linear + cross-entropy never builds the [tokens x vocabulary]
 logits, but Liger uses it only in training (`skip_logits` defaults to `self.training`). Evaluation
 then builds the full logits in fp32: for an 8B model with a 128k vocabulary, 2 GiB per 2048 tokens,
 more than a training step needs on an 8 GB card, and 28 GiB for SmolLM2 at eval batch 15 x 4096.
@@ -17,7 +17,7 @@ from typing import Any
 
 from axolotl.integrations.base import BasePlugin
 
-NAME = "voicetune.axolotl_plugins.FusedEvalLossPlugin"
+NAME = "voicetune.fused_eval_loss.FusedEvalLossPlugin"
 
 
 def loss_only_prediction_step(prediction_step: Callable[..., Any]) -> Callable[..., Any]:
