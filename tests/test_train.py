@@ -339,3 +339,28 @@ def test_fused_eval_loss_only_for_models_liger_patched(monkeypatch: pytest.Monke
     assert not accepts_skip_logits(model)  # unpatched: eval stays as Axolotl does it
     monkeypatch.setattr(LlamaForCausalLM, "forward", lce_forward)
     assert accepts_skip_logits(model)
+
+
+def _card(free_gib: float, total_gib: float = 8.0) -> preflight.GpuInfo:
+    return preflight.GpuInfo(
+        name="an 8 GB card (stand-in: no GPU in CI)", count=1, free_bytes=int(free_gib * 2**30),
+        total_bytes=int(total_gib * 2**30), compute_capability=(8, 9), torch_cuda=True, source="test",
+    )
+
+
+def test_a_small_card_is_tight_not_refused() -> None:
+    # An 8B model on an 8 GB card (7.6 GiB free): the 8gb profile's peak (6.98 GiB measured) fits
+    # only without the allocator's 10% slack. Auto picks it and says so; preflight warns.
+    cfg = ac.load_profile("8gb")
+    plan = vram.plan_from_axolotl(cfg)
+    choice = vram.choose_batch_and_length(LLAMA_8B, plan, int(7.6 * 2**30), 2048)
+    assert choice is not None and (choice.micro_batch_size, choice.sequence_len) == (2, 2048)  # as measured
+    assert "no room for the allocator's slack" in choice.reason
+    assert choice.estimate.minimum <= 7.6 * 2**30 < choice.estimate.required
+    roomy = vram.choose_batch_and_length(LLAMA_8B, plan, 12 * 2**30, 2048)
+    assert roomy is not None and "slack" not in roomy.reason
+    _, problems, warnings = preflight.check_vram(cfg, LLAMA_8B, _card(7.6))
+    assert problems == [] and len(warnings) == 1 and warnings[0].startswith("tight:")
+    _, problems, warnings = preflight.check_vram(cfg, LLAMA_8B, _card(6.0))
+    assert len(problems) == 1 and "needed at least" in problems[0] and warnings == []
+    assert vram.choose_batch_and_length(LLAMA_8B, plan, 6 * 2**30, 2048) is None

@@ -599,16 +599,30 @@ def check_disk(run_dir: Path, need: int) -> list[str]:
     return []
 
 
-def check_vram(cfg: dict[str, Any], shape: vram.ModelShape, gpu: GpuInfo) -> tuple[vram.Estimate, list[str]]:
+def check_vram(
+    cfg: dict[str, Any], shape: vram.ModelShape, gpu: GpuInfo
+) -> tuple[vram.Estimate, list[str], list[str]]:
+    """(estimate, problems, warnings): a problem when even the bare peak does not fit, a warning when
+    it fits only without the allocator's slack."""
     est = vram.estimate(shape, vram.plan_from_axolotl(cfg))
-    if est.required > gpu.free_bytes:
+    free = gpu.free_bytes / GIB
+    lower = (
+        f"lower --micro-batch (now {cfg.get('micro_batch_size')}) or --sequence-len (now "
+        f"{cfg.get('sequence_len')})"
+    )
+    if est.minimum > gpu.free_bytes:
         return est, [
-            f"estimated {est.required / GIB:.1f} GiB of GPU memory needed (peak "
-            f"{est.peak_allocated / GIB:.1f} GiB + slack) but {gpu.name} has {gpu.free_bytes / GIB:.1f} GiB "
-            f"free: use --profile auto, or lower --micro-batch (now {cfg.get('micro_batch_size')}) or "
-            f"--sequence-len (now {cfg.get('sequence_len')})"
+            f"estimated {est.minimum / GIB:.1f} GiB of GPU memory needed at least (peak "
+            f"{max(est.peak_allocated, est.eval_peak) / GIB:.1f} GiB + CUDA context) but {gpu.name} has "
+            f"{free:.1f} GiB free: use --profile auto, or {lower}"
+        ], []
+    if est.required > gpu.free_bytes:
+        return est, [], [
+            f"tight: estimated {est.minimum / GIB:.1f} GiB needed at least, {est.required / GIB:.1f} GiB "
+            f"with the allocator's slack, and {gpu.name} has {free:.1f} GiB free: it may run out of "
+            f"memory; close other GPU programs or {lower}"
         ]
-    return est, []
+    return est, [], []
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -658,11 +672,12 @@ def run_preflight(cfg: dict[str, Any], ctx: Context) -> Report:
         and ctx.gpu.torch_cuda
         and cfg.get("adapter") in ("lora", "qlora")
     ):
-        est, problems = check_vram(cfg, shape, ctx.gpu)
+        est, problems, tight = check_vram(cfg, shape, ctx.gpu)
         report.estimate = est
         report.info.append(f"VRAM estimate on {ctx.gpu.describe()}:")
         report.info += [f"  {line}" for line in est.lines()]
         (report.warnings if ctx.dry_run else report.errors).extend(problems)
+        report.warnings.extend(tight)
     report.seconds = time.monotonic() - started
     for line in report.info:
         say(f"preflight: {line}")

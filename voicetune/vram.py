@@ -45,6 +45,10 @@ LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 # CUDA context, cuBLAS workspaces and the allocator's slack: what "fits" keeps free beyond the peak.
 CONTEXT_BYTES = int(1.0 * GIB)
 FRAGMENTATION = 1.10
+# The least a run can start with: the peak, a CUDA context (about 0.3-0.6 GiB with lazy module
+# loading) and no slack. Between this and `required` a run is tight: it may run out of memory when
+# the allocator fragments. Small cards live there (an 8B model on an 8 GB card).
+MIN_CONTEXT_BYTES = int(0.5 * GIB)
 # NF4 block of 64 weights: 4 bits each + one absmax. Plain: an fp32 absmax (32 bits / 64 weights);
 # double quantisation: an 8-bit absmax plus one fp32 scale per 256 blocks.
 NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
@@ -170,8 +174,9 @@ class Estimate:
     layer_working_set: int
     persistent: int
     peak_allocated: int
-    required: int  # what must be free on the card: peak + paged states + slack + CUDA context
-    eval_peak: int = 0  # evaluation: weights + the full logits (Liger fuses them only in training)
+    required: int  # comfortable: peak x FRAGMENTATION + CUDA context + paged optimizer states
+    minimum: int  # tight: the larger peak + MIN_CONTEXT_BYTES (paged states can move to CPU memory)
+    eval_peak: int = 0  # evaluation: weights + one layer's activations + the logits (or chunks)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -202,6 +207,7 @@ class Estimate:
             f"peak allocated    {gib(self.peak_allocated)}  (training step)",
             f"evaluation peak   {gib(self.eval_peak)}  (no gradients; full logits unless the loss is fused)",
             f"needs free        {gib(self.required)}  (peak x{FRAGMENTATION:.2f} + CUDA context)",
+            f"at the least      {gib(self.minimum)}  (peak + CUDA context, no slack: tight)",
         ]
 
 
@@ -320,6 +326,7 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
         persistent=persistent_counted,
         peak_allocated=peak,
         required=required,
+        minimum=max(peak, eval_peak) + MIN_CONTEXT_BYTES,
         eval_peak=eval_peak,
     )
 
@@ -400,34 +407,48 @@ def choose_batch_and_length(
     batches: tuple[int, ...] = (1, 2, 4, 8, 16),
 ) -> AutoChoice | None:
     """The longest sequence (>= min_sequence_len, so no example is dropped) that fits with micro
-    batch 1, then the largest micro batch that fits at that length. None when nothing fits."""
+    batch 1, then the largest micro batch that fits at that length, all with the allocator's slack.
+    When nothing fits so, what fits without it (the reason says "tight"). None when nothing fits."""
     cap = shape.max_position_embeddings or max(lengths)
     candidates = sorted({max(min_sequence_len, n) for n in lengths if n <= cap} | {min_sequence_len})
     candidates = [n for n in candidates if n <= max(cap, min_sequence_len)]
 
-    def fits(mb: int, n: int) -> Estimate | None:
+    def fits(mb: int, n: int, tight: bool) -> Estimate | None:
         # the eval batch is sized apart (eval_batch_within_training_peak), so evaluation never
         # shrinks the training micro batch
         candidate = _replace(plan, micro_batch_size=mb, sequence_len=n, eval_micro_batch_size=None)
         eval_batch = eval_batch_within_training_peak(shape, candidate)
         candidate = _replace(candidate, eval_micro_batch_size=eval_batch)
         est = estimate(shape, candidate)
-        return est if est.required <= free_bytes else None
+        return est if (est.minimum if tight else est.required) <= free_bytes else None
 
-    best_len = next((n for n in reversed(candidates) if fits(1, n)), None)
+    tight = False  # with the allocator's slack
+    best_len = next((n for n in reversed(candidates) if fits(1, n, tight)), None)
+    if best_len is None:
+        # A small card: without the slack, and then no further than the data and the profile ask
+        # (the shortest length that drops no example, at most the profile's micro batch).
+        tight = True
+        best_len = candidates[0] if fits(1, candidates[0], tight) else None
+        batches = tuple(mb for mb in batches if mb <= plan.micro_batch_size)
     if best_len is None:
         return None
-    best_mb, best_est = 1, fits(1, best_len)
+    best_mb, best_est = 1, fits(1, best_len, tight)
     for mb in batches:
-        est = fits(mb, best_len)
+        est = fits(mb, best_len, tight)
         if est is None:
             break
         best_mb, best_est = mb, est
     assert best_est is not None
+    need = best_est.minimum if tight else best_est.required
     reason = (
         f"sequence_len {best_len} and micro_batch_size {best_mb} are the largest that fit: they need "
-        f"{best_est.required / GIB:.1f} GiB of the {free_bytes / GIB:.1f} GiB free"
+        f"{need / GIB:.1f} GiB of the {free_bytes / GIB:.1f} GiB free"
     )
+    if tight:
+        reason += (
+            f" with no room for the allocator's slack (comfortable: {best_est.required / GIB:.1f} GiB); "
+            f"close other GPU programs, or set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+        )
     return AutoChoice(best_mb, best_len, best_est, reason)
 
 
