@@ -37,6 +37,7 @@ def test_every_profile_renders_and_passes_axolotls_schema(profile: str, tmp_path
     caps = gpu_caps if profile != "cpu-demo" else preflight.capabilities_for(None, 1)[0]
     assert preflight.schema_problems(cfg, caps, {"torch_version": "2.13.0"}) == []
     assert cfg["max_steps"] == 5 and cfg["output_dir"].endswith("run/output")
+    assert cfg["seed"] == 42  # the same data order every run (Axolotl shuffles with cfg.seed)
     if profile != "cpu-demo":  # the reference QLoRA recipe
         assert cfg["adapter"] == "qlora" and cfg["load_in_4bit"] is True
         assert cfg["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
