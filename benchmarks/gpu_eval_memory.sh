@@ -65,22 +65,5 @@ else
 fi
 
 echo "==> random Llama-3.1-8B shape, profile 8gb"
-python3 - <<'PY'
-import shutil, time, torch
-from pathlib import Path
-from transformers import LlamaConfig, LlamaForCausalLM
-started = time.monotonic()
-config = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                     rope_theta=500000.0, max_position_embeddings=8192, bos_token_id=1,
-                     eos_token_id=2, pad_token_id=2, torch_dtype="bfloat16")
-torch.manual_seed(0)
-with torch.device("cuda"):
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-out = Path("/tmp/m8b")
-model.save_pretrained(out, safe_serialization=True)
-for f in Path(".carry/tok").iterdir():
-    shutil.copy(f, out / f.name)
-print(f"built and saved in {time.monotonic() - started:.0f} s")
-PY
+python3 benchmarks/random_llama8b.py /tmp/m8b .carry/tok
 train 8b-8gb --profile 8gb --base-model /tmp/m8b --max-steps 20

@@ -33,24 +33,7 @@ export VOICETUNE_HOME="$root/.carry/home"
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
 
 echo "==> random Llama-3.1-8B-shaped model (bf16, built on the GPU, no download)"
-python3 - <<'PY'
-import shutil, time, torch
-from pathlib import Path
-from transformers import LlamaConfig, LlamaForCausalLM
-started = time.monotonic()
-config = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                     rope_theta=500000.0, max_position_embeddings=8192, bos_token_id=1,
-                     eos_token_id=2, pad_token_id=2, torch_dtype="bfloat16")
-torch.manual_seed(0)
-with torch.device("cuda"):
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-out = Path("/tmp/m8b")
-model.save_pretrained(out, safe_serialization=True)
-for f in Path(".carry/tok").iterdir():
-    shutil.copy(f, out / f.name)
-print(f"built and saved in {time.monotonic() - started:.0f} s")
-PY
+python3 benchmarks/random_llama8b.py /tmp/m8b .carry/tok
 
 train() {
     python3 -m voicetune train --profile 80gb --data long --base-model /tmp/m8b --wandb off \

@@ -559,3 +559,21 @@ def test_collate_pads_right_and_masks_labels():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]
     assert batch["input_ids"].dtype == torch.long
+
+
+def test_random_8b_builder_saves_a_loadable_model_with_its_tokenizer(tmp_path, base_model_dir):
+    # the GPU recipes' builder, at a tiny size on the CPU (the 8B shape itself is checked above)
+    spec = importlib.util.spec_from_file_location("random_llama8b", REPO / "benchmarks" / "random_llama8b.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    out = module.build(tmp_path / "m", base_model_dir, device="cpu", hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                       vocab_size=49152)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 1
+    assert model.config.num_key_value_heads == 1 and model.config.rope_parameters["rope_theta"] == 500000.0
+    assert AutoTokenizer.from_pretrained(out)("Hello").input_ids  # SmolLM2's tokenizer beside it
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == 64  # not the base model's
