@@ -365,3 +365,26 @@ def test_a_small_card_is_tight_not_refused() -> None:
     _, problems, warnings = preflight.check_vram(cfg, LLAMA_8B, _card(6.0))
     assert len(problems) == 1 and "needed at least" in problems[0] and warnings == []
     assert vram.choose_batch_and_length(LLAMA_8B, plan, 6 * 2**30, 2048) is None
+
+
+def test_cards_without_bf16_keep_lora_weights_in_fp32(base_model_dir: Path) -> None:
+    # An RTX 2080 (Turing, 8 GB, no bf16: training runs in fp16). fp16 LoRA weights would stop the
+    # first step with "Attempting to unscale FP16 gradients"; auto drops the 8gb profile's bf16
+    # adapters there, and preflight names the fix for a profile given by hand.
+    import dataclasses
+    from types import SimpleNamespace
+
+    from voicetune.train import choose_profile
+
+    turing = dataclasses.replace(_card(7.6), compute_capability=(7, 5))
+    inputs = SimpleNamespace(base_model=base_model_dir, overrides={}, data_sequence_len=256,
+                             settings=SimpleNamespace(sequence_len=None))
+    choice = choose_profile("auto", turing, inputs, None)  # type: ignore[arg-type]
+    assert choice.name == "8gb" and "peft_autocast_adapter_dtype" not in choice.cfg
+    assert any("has no bf16" in reason for reason in choice.reasons)
+    by_hand = ac.load_profile("8gb")
+    [problem] = preflight.hardware_problems(by_hand, turing, 1)
+    assert "peft_autocast_adapter_dtype: true" in problem
+    assert preflight.hardware_problems(by_hand, _card(7.6), 1) == []  # Ada: bf16
+    ampere = choose_profile("auto", _card(7.6), inputs, None)  # type: ignore[arg-type]
+    assert ampere.cfg["peft_autocast_adapter_dtype"] is False

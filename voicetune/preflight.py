@@ -308,9 +308,24 @@ def hardware_problems(cfg: dict[str, Any], gpu: GpuInfo | None, gpus: int) -> li
             problems.append("flash-attention needs an NVIDIA GPU: use attn_implementation: sdpa")
         if gpus > 1:
             problems.append(f"--gpus {gpus} but no GPU is visible: drop --gpus")
-    elif gpus > gpu.count:
-        problems.append(f"--gpus {gpus} but only {gpu.count} GPU(s) are visible: use --gpus {gpu.count}")
+    else:
+        if gpus > gpu.count:
+            problems.append(f"--gpus {gpus} but only {gpu.count} GPU(s) are visible: use --gpus {gpu.count}")
+        if fp16_adapters_fail(cfg, gpu):
+            problems.append(
+                f"{gpu.name} has no bf16, so training runs in fp16, and LoRA weights kept in fp16 fail "
+                f"under fp16's gradient scaler (\"Attempting to unscale FP16 gradients\"): set "
+                f"peft_autocast_adapter_dtype: true (--set peft_autocast_adapter_dtype=true)"
+            )
     return problems
+
+
+def fp16_adapters_fail(cfg: dict[str, Any], gpu: GpuInfo) -> bool:
+    """A profile that keeps LoRA weights in the compute dtype (peft_autocast_adapter_dtype: false),
+    on a card without bf16 (compute capability below 8.0: Turing, Volta), where that dtype is fp16."""
+    no_bf16 = gpu.compute_capability is not None and gpu.compute_capability < (8, 0)
+    wants_bf16 = cfg.get("bf16") in (True, "auto") or cfg.get("fp16") is True
+    return no_bf16 and wants_bf16 and cfg.get("peft_autocast_adapter_dtype") is False
 
 
 # ----------------------------------------------------------------------------------- Axolotl schema

@@ -289,6 +289,9 @@ def choose_profile(
     name = ac.profile_for_gpu(gpu.total_gib)
     cfg = ac.load_profile(name)
     reasons = [f"auto: {gpu.describe()} -> profile {name}"]
+    if "peft_autocast_adapter_dtype" not in inputs.overrides and preflight.fp16_adapters_fail(cfg, gpu):
+        cfg.pop("peft_autocast_adapter_dtype")
+        reasons.append(f"auto: {gpu.name} has no bf16: LoRA weights stay fp32 (fp16 ones fail fp16's scaler)")
     shape = vram.ModelShape.from_model_dir(inputs.base_model)
     plan = vram.plan_from_axolotl({**cfg, **inputs.overrides})
     min_len = inputs.settings.sequence_len or inputs.data_sequence_len or 512
