@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 
 from voicetune import axolotl_config as ac
-from voicetune import preflight, vram
+from voicetune import preflight, throughput, vram
 from voicetune.train import cpu_val_sample, launch_command
 
-LLAMA_8B = vram.ModelShape(
-    hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
-    intermediate_size=14336, vocab_size=128256,
-)
+# the shapes voicetune.throughput defines (checked there against the real models' parameter counts)
+LLAMA_8B = vram.ModelShape.from_config(throughput.LLAMA_31_8B.llama_config_kwargs())
 
 
 def _spec(tmp_path: Path, base_model: Path, **changes: object) -> ac.RunSpec:
@@ -196,10 +194,7 @@ def test_cpu_runs_evaluate_on_an_even_sample(tmp_path: Path) -> None:
 
 # SmolLM2-135M's shape (the demo model) and the 80gb profile as `--profile auto` rendered it on the
 # lent H100/H200 (benchmarks/results/gpu-h200-smollm2/axolotl.yaml): micro batch 16 x 4096 tokens.
-SMOLLM2 = vram.ModelShape(
-    hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64,
-    intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True,
-)
+SMOLLM2 = vram.ModelShape.from_config(throughput.SMOLLM2_135M.llama_config_kwargs())
 _SMOLLM2_80GB = {**_QLORA_8B, **_LIGER, "micro_batch_size": 16, "sequence_len": 4096}
 
 

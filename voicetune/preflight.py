@@ -61,6 +61,11 @@ class GpuInfo:
         return self.total_bytes / GIB
 
     @property
+    def older_than_ampere(self) -> bool:
+        """Known to be below compute capability 8.0 (Turing, Volta): no bf16, no flash-attn 2."""
+        return self.compute_capability is not None and self.compute_capability < (8, 0)
+
+    @property
     def sm(self) -> str | None:
         cc = self.compute_capability
         return f"sm_{cc[0]}{cc[1]}" if cc else None
@@ -168,7 +173,7 @@ def attention_for(gpu: GpuInfo | None) -> tuple[str, str]:
     """(attn_implementation, why): flash-attn when it really runs on this card, else SDPA."""
     if gpu is None or not gpu.torch_cuda:
         return "sdpa", "no CUDA GPU: PyTorch SDPA"
-    if gpu.compute_capability and gpu.compute_capability < (8, 0):
+    if gpu.older_than_ampere:
         return "sdpa", f"{gpu.name} is older than Ampere (flash-attn needs 8.0+): PyTorch SDPA"
     if gpu.flash_attn_ok:
         return "flash_attention_2", gpu.flash_attn_reason
@@ -323,9 +328,8 @@ def hardware_problems(cfg: dict[str, Any], gpu: GpuInfo | None, gpus: int) -> li
 def fp16_adapters_fail(cfg: dict[str, Any], gpu: GpuInfo) -> bool:
     """A profile that keeps LoRA weights in the compute dtype (peft_autocast_adapter_dtype: false),
     on a card without bf16 (compute capability below 8.0: Turing, Volta), where that dtype is fp16."""
-    no_bf16 = gpu.compute_capability is not None and gpu.compute_capability < (8, 0)
-    wants_bf16 = cfg.get("bf16") in (True, "auto") or cfg.get("fp16") is True
-    return no_bf16 and wants_bf16 and cfg.get("peft_autocast_adapter_dtype") is False
+    half_precision = cfg.get("bf16") in (True, "auto") or cfg.get("fp16") is True
+    return gpu.older_than_ampere and half_precision and cfg.get("peft_autocast_adapter_dtype") is False
 
 
 # ----------------------------------------------------------------------------------- Axolotl schema
@@ -628,7 +632,7 @@ def check_vram(
     if est.minimum > gpu.free_bytes:
         return est, [
             f"estimated {est.minimum / GIB:.1f} GiB of GPU memory needed at least (peak "
-            f"{max(est.peak_allocated, est.eval_peak) / GIB:.1f} GiB + CUDA context) but {gpu.name} has "
+            f"{est.highest_peak / GIB:.1f} GiB + CUDA context) but {gpu.name} has "
             f"{free:.1f} GiB free: use --profile auto, or {lower}"
         ], []
     if est.required > gpu.free_bytes:

@@ -896,7 +896,7 @@ def _finish(
         peak_vram_gib=watcher.peak_vram_gib(),
         peak_vram_train_gib=watcher.peak_vram_gib("train"),
         peak_vram_eval_gib=watcher.peak_vram_gib("eval"),
-        vram_estimate_gib=_gib(max(estimate.peak_allocated, estimate.eval_peak)) if estimate else None,
+        vram_estimate_gib=_gib(estimate.highest_peak) if estimate else None,
         vram_estimate_train_gib=_gib(estimate.peak_allocated) if estimate else None,
         vram_estimate_eval_gib=_gib(estimate.eval_peak) if estimate else None,
         data_stats=report.data.__dict__ if report.data else None,

@@ -178,6 +178,11 @@ class Estimate:
     minimum: int  # tight: the larger peak + MIN_CONTEXT_BYTES (paged states can move to CPU memory)
     eval_peak: int = 0  # evaluation: weights + one layer's activations + the logits (or chunks)
 
+    @property
+    def highest_peak(self) -> int:
+        """The larger of the training and the evaluation peak: what the run needs at its worst."""
+        return max(self.peak_allocated, self.eval_peak)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
@@ -285,10 +290,9 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
         saved = shape.num_layers * layer_full
     # the layer being recomputed and back-propagated: its activations (their gradients reuse what
     # the backward frees as it goes; counting them twice overshot every measurement by 10-25%)
-    working = layer_full
-    if plan.load_in_4bit:
-        dims = shape.projection_dims().values()
-        working += max(a * b for a, b in dims) * cb  # one weight dequantised for its matmul
+    # one 4-bit weight dequantised for its matmul, in training and evaluation alike
+    dequantised = max(a * b for a, b in shape.projection_dims().values()) * cb if plan.load_in_4bit else 0
+    working = layer_full + dequantised
     if plan.liger_fused_linear_cross_entropy:
         logits = 0
     else:
@@ -308,11 +312,11 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     eval_tokens = (plan.eval_micro_batch_size or plan.micro_batch_size) * plan.sequence_len
     if plan.fused_eval_loss and plan.liger_fused_linear_cross_entropy:
         per_token = shape.hidden_size * (4 * cb + 3 * 4) + shape.intermediate_size * 3 * cb
-        dequantised = max(a * b for a, b in shape.projection_dims().values()) * cb if plan.load_in_4bit else 0
         eval_peak = persistent_counted + eval_tokens * per_token + dequantised
     else:
         eval_peak = persistent_counted + eval_tokens * shape.vocab_size * (frozen_bytes + 8) + layer_input * 4
-    required = int((max(peak, eval_peak) + (states if paged else 0)) * FRAGMENTATION) + CONTEXT_BYTES
+    highest = max(peak, eval_peak)
+    required = int((highest + (states if paged else 0)) * FRAGMENTATION) + CONTEXT_BYTES
     return Estimate(
         base_weights=base,
         lora_params=lora_params,
@@ -326,7 +330,7 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
         persistent=persistent_counted,
         peak_allocated=peak,
         required=required,
-        minimum=max(peak, eval_peak) + MIN_CONTEXT_BYTES,
+        minimum=highest + MIN_CONTEXT_BYTES,
         eval_peak=eval_peak,
     )
 
@@ -381,7 +385,7 @@ def eval_batch_within_training_peak(shape: ModelShape, plan: TrainPlan) -> int:
     evaluation against 4.0 GiB in training, measured on an H100). At least 1: when even one row
     exceeds it, that row's peak is the limit."""
     wanted = plan.eval_micro_batch_size or plan.micro_batch_size
-    train_peak = estimate(shape, _replace(plan, eval_micro_batch_size=1)).peak_allocated
+    train_peak = estimate(shape, plan).peak_allocated  # the eval batch does not change it
     best = 1
     for batch in range(2, wanted + 1):
         if estimate(shape, _replace(plan, eval_micro_batch_size=batch)).eval_peak > train_peak:
