@@ -59,6 +59,7 @@ if str(REPO) not in sys.path:
 import yaml  # noqa: E402
 
 from voicetune import throughput as tp  # noqa: E402
+from voicetune import vram  # noqa: E402
 from voicetune.errors import VoicetuneError  # noqa: E402
 from voicetune.manifest import library_versions, utc_now, write_json_atomic, write_text_atomic  # noqa: E402
 from voicetune.privacy import apply_private_env  # noqa: E402
@@ -301,8 +302,6 @@ def render_arm(
 def estimator_gib(axolotl_like: dict[str, Any], model_config: dict[str, Any]) -> tuple[float | None, str]:
     """voicetune.vram's peak-allocated prediction for a config, or (None, why not)."""
     try:
-        from voicetune import vram
-
         shape = vram.ModelShape.from_config(model_config)
         est = vram.estimate(shape, vram.plan_from_axolotl(axolotl_like))
         return round(est.peak_allocated / tp.GIB, 2), "voicetune.vram.estimate"
@@ -322,8 +321,6 @@ def choose_micro_batch(
         m for m in (1, 2, 4, 8, 16, 32) if m <= settings.batch_seqs and settings.batch_seqs % m == 0
     ]
     try:
-        from voicetune import vram
-
         shape = vram.ModelShape.from_config(model_config)
         if budget_gib is not None:
             best = 1
@@ -378,10 +375,13 @@ def plain_equivalent(settings: Settings, plain: dict[str, Any]) -> dict[str, Any
         "gradient_checkpointing": True,
         "attn_implementation": plain["attn_implementation"],
         "micro_batch_size": plain["micro_batch_size"],
+        "gradient_accumulation_steps": plain.get("gradient_accumulation_steps", 1),
         "sequence_len": settings.seq_len,
         # not an Axolotl key: tells the estimator that prepare_model_for_kbit_training upcasts the
         # frozen embeddings, LM head and norms to fp32 (Axolotl does not)
         "upcast_frozen_fp32": True,
+        # plain PEFT: a dropout copy per adapted module, no fused LoRA kernels
+        **{key: False for key in vram.LORA_KERNEL_KEYS},
     }
 
 

@@ -3,6 +3,7 @@ known mistake with its fix, the VRAM estimator's arithmetic, and the multi-GPU l
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,26 +94,35 @@ _LIGER = dict(
 
 
 _BF16_ADAPTERS = dict(peft_autocast_adapter_dtype=False)
+_NO_LORA_KERNELS = {key: False for key in vram.LORA_KERNEL_KEYS}  # what a plain PEFT script runs
 
 
 # Peak allocated over the training steps, measured on the lent GPUs (benchmarks/results/
 # throughput-h100-80gb-hbm3.md, throughput-h200.md and gpu-h200x2-multi-gpu/): the estimator must
 # stay within 10% of each (issue 11). Nothing in vram.py is fitted to these; they only check it.
+# The benchmark keeps 4 sequences an optimizer step: micro batch 1 runs 4 accumulation steps.
+def _ga(micro_batch: int) -> dict:
+    return dict(micro_batch_size=micro_batch, gradient_accumulation_steps=4 // micro_batch)
+
+
+_OFFLOAD = dict(activation_offloading="hidden_states")
+_NO_DROPOUT = dict(lora_dropout=0.0)
+
+
 @pytest.mark.parametrize(
     ("changes", "measured_gib"),
     [
-        (dict(micro_batch_size=1, upcast_frozen_fp32=True), 13.57),  # H100, plain PEFT script
-        (dict(micro_batch_size=1), 10.15),  # H100, Axolotl defaults
-        (dict(micro_batch_size=4, **_LIGER), 9.56),  # H100, arm (c)
-        (dict(micro_batch_size=1, activation_offloading="hidden_states", **_LIGER), 7.21),
-        (dict(micro_batch_size=4, sequence_len=4096), 34.4),  # H200, profile 80gb
-        (dict(micro_batch_size=1, **_LIGER, **_BF16_ADAPTERS), 7.01),
-        (dict(micro_batch_size=2, lora_dropout=0.0, **_LIGER, **_BF16_ADAPTERS), 7.71),
-        (dict(micro_batch_size=4, lora_dropout=0.0, **_LIGER, **_BF16_ADAPTERS), 8.96),
-        (dict(micro_batch_size=4, **_LIGER, **_BF16_ADAPTERS), 9.24),
-        (dict(micro_batch_size=2, activation_offloading="hidden_states", **_LIGER, **_BF16_ADAPTERS), 6.96),
-        (dict(micro_batch_size=2, activation_offloading="hidden_states", lora_dropout=0.0, **_LIGER,
-              **_BF16_ADAPTERS), 6.81),
+        (dict(**_ga(1), upcast_frozen_fp32=True, **_NO_LORA_KERNELS), 13.57),  # H100, plain PEFT
+        (_ga(1), 10.15),  # H100, Axolotl defaults
+        (dict(**_ga(4), **_LIGER), 9.56),  # H100, arm (c)
+        (dict(**_ga(1), **_OFFLOAD, **_LIGER), 7.21),
+        (dict(micro_batch_size=4, gradient_accumulation_steps=2, sequence_len=4096), 34.4),  # H200
+        (dict(**_ga(1), **_LIGER, **_BF16_ADAPTERS), 7.01),
+        (dict(**_ga(2), **_NO_DROPOUT, **_LIGER, **_BF16_ADAPTERS), 7.71),
+        (dict(**_ga(4), **_NO_DROPOUT, **_LIGER, **_BF16_ADAPTERS), 8.96),
+        (dict(**_ga(4), **_LIGER, **_BF16_ADAPTERS), 9.24),
+        (dict(**_ga(2), **_OFFLOAD, **_LIGER, **_BF16_ADAPTERS), 6.96),
+        (dict(**_ga(2), **_OFFLOAD, **_NO_DROPOUT, **_LIGER, **_BF16_ADAPTERS), 6.81),
     ],
     ids=[
         "plain", "axolotl-defaults", "liger-mb4", "liger-offload-mb1", "80gb-seq4096",
@@ -126,10 +136,83 @@ def test_estimator_within_ten_percent_of_measured_peaks(changes: dict, measured_
     assert abs(predicted / measured_gib - 1) <= 0.10, f"{predicted:.2f} GiB predicted vs {measured_gib}"
 
 
+_NO_LIGER = dict(plugins=None, liger_rope=None, liger_rms_norm=None, liger_glu_activation=None,
+                 liger_fused_linear_cross_entropy=None)
+
+
+# SmolLM2-135M shape, the same benchmark on the H200 (benchmarks/results/throughput-h200.md and
+# throughput-h200-smol-16seqs.md). Its LoRA matrices are all under 100,000 elements, so even the
+# paged optimizer keeps their states in ordinary GPU memory; the c variants move by what dropout
+# (Axolotl's shared copies) and fp32 adapters cost.
+@pytest.mark.parametrize(
+    ("changes", "measured_gib"),
+    [
+        pytest.param(
+            dict(**_ga(1), **_NO_LIGER, upcast_frozen_fp32=True, **_NO_LORA_KERNELS), 1.72,
+            marks=pytest.mark.xfail(strict=True, reason="+10.1%: the fp32 logits of a plain PEFT script"),
+        ),
+        (dict(**_ga(1), **_NO_LIGER), 1.55),  # Axolotl defaults
+        (dict(**_ga(4), **_LIGER), 0.73),  # arm (c)
+        (dict(**_ga(4), **_NO_DROPOUT, **_LIGER), 0.69),  # c:nodrop
+        (dict(**_ga(4), **_LIGER, **_BF16_ADAPTERS), 0.70),  # c:bf16lora
+        (dict(**_ga(4), **_NO_DROPOUT, **_LIGER, **_BF16_ADAPTERS), 0.65),  # c:fast
+        (dict(micro_batch_size=16, **_LIGER), 2.10),  # arm (c) at 16 sequences a step
+    ],
+    ids=["plain", "axolotl-defaults", "c", "c-nodrop", "c-bf16lora", "c-fast", "c-mb16"],
+)
+def test_estimator_within_ten_percent_on_smollm2(changes: dict, measured_gib: float) -> None:
+    cfg = {**_QLORA_8B, **changes}
+    predicted = vram.estimate(SMOLLM2, vram.plan_from_axolotl(cfg)).peak_allocated / 2**30
+    assert abs(predicted / measured_gib - 1) <= 0.10, f"{predicted:.2f} GiB predicted vs {measured_gib}"
+
+
+def test_small_lora_matrices_keep_their_paged_optimizer_states_on_the_gpu() -> None:
+    # bitsandbytes pages only state tensors of >= 100,000 elements. An 8B at r 64 pages all but k/v's
+    # lora_B (1024 x 64); at r 16 only the MLP's long sides (gate/up lora_B, down lora_A: 16 x 14336);
+    # SmolLM2 at r 64 none (64 x 1536 at most).
+    def states(numel: int) -> int:
+        return 2 * numel * LLAMA_8B.num_layers  # 8-bit: two 1-byte moments a parameter
+
+    total, paged = vram.optimizer_state_bytes(LLAMA_8B, vram.TrainPlan(lora_r=64))
+    assert total == 2 * vram.lora_param_count(LLAMA_8B, 64, vram.LLAMA_PROJECTIONS)
+    assert paged == total - 2 * states(1024 * 64)
+    total, paged = vram.optimizer_state_bytes(LLAMA_8B, vram.TrainPlan(lora_r=16))
+    assert paged == 3 * states(16 * 14336)
+    total, paged = vram.optimizer_state_bytes(SMOLLM2, vram.TrainPlan(lora_r=64))
+    assert total == 2 * vram.lora_param_count(SMOLLM2, 64, vram.LLAMA_PROJECTIONS) and paged == 0
+    # what is not paged is ordinary GPU memory: the same persistent bytes as the unpaged optimizer
+    smol = vram.estimate(SMOLLM2, vram.TrainPlan(optimizer="paged_adamw_8bit"))
+    assert smol.persistent == vram.estimate(SMOLLM2, vram.TrainPlan(optimizer="adamw_8bit")).persistent
+    # a k_proj lora_B of 1024 x 2 is under 4,096 elements: 32-bit states, 8 bytes a parameter
+    total, _ = vram.optimizer_state_bytes(LLAMA_8B, vram.TrainPlan(lora_r=2, lora_target_modules=("k_proj",)))
+    assert total == states(2 * 4096) + 8 * 1024 * 2 * LLAMA_8B.num_layers
+
+
+def test_axolotl_lora_kernels_share_one_dropout_copy_per_input() -> None:
+    cfg = {**_QLORA_8B, **_LIGER, "micro_batch_size": 4}
+    auto = vram.plan_from_axolotl(cfg)  # no kernel key set: Axolotl turns them on for QLoRA
+    assert auto.lora_qkv_kernel and auto.lora_mlp_kernel
+    plain = vram.plan_from_axolotl({**cfg, **_NO_LORA_KERNELS})
+    assert not plain.lora_qkv_kernel and not plain.lora_mlp_kernel
+    no_dropout = vram.plan_from_axolotl({**cfg, "lora_dropout": 0.0})
+
+    def dropout_bytes(plan: vram.TrainPlan) -> int:
+        return vram.estimate(LLAMA_8B, plan).layer_working_set - vram.estimate(
+            LLAMA_8B, replace(plan, lora_dropout=0.0)
+        ).layer_working_set
+
+    h, tokens, per_element = LLAMA_8B.hidden_size, 4 * 2048, 2 + 1  # bf16 copy + its mask
+    q = LLAMA_8B.num_heads * LLAMA_8B.head_dim
+    assert dropout_bytes(auto) == tokens * (h + q + h) * per_element  # qkv, o, gate/up
+    assert dropout_bytes(plain) == tokens * (3 * h + q + 2 * h + LLAMA_8B.intermediate_size) * per_element
+    assert vram.estimate(LLAMA_8B, no_dropout).peak_allocated < vram.estimate(LLAMA_8B, auto).peak_allocated
+
+
 def test_estimator_on_the_two_gpu_run_training_and_evaluation() -> None:
-    # 2 x H200, DeepSpeed ZeRO-2, profile 80gb with Liger, micro batch 4 x 4096 tokens
+    # 2 x H200, DeepSpeed ZeRO-2, profile 80gb with Liger, micro batch 4 x 4096 tokens x GA 2
     # (benchmarks/results/gpu-h200x2-multi-gpu/): training steps 15.05 GiB, evaluation 25.7 GiB.
     cfg = {**_QLORA_8B, **_LIGER, "micro_batch_size": 4, "sequence_len": 4096}
+    cfg["gradient_accumulation_steps"] = 2
     estimate = vram.estimate(LLAMA_8B, vram.plan_from_axolotl(cfg))
     assert abs(estimate.peak_allocated / 2**30 / 15.05 - 1) <= 0.10
     assert abs(estimate.eval_peak / 2**30 / 25.7 - 1) <= 0.10

@@ -12,25 +12,35 @@ What the estimate counts, in the order memory is taken during one optimizer step
   `peft_autocast_adapter_dtype: false` leaves them in the compute dtype;
 - `prepare_model_for_kbit_training` (what a plain PEFT script calls; Axolotl does not) upcasts every
   frozen non-4-bit weight (embeddings, LM head, norms) to fp32, and so the logits too;
-- optimizer states: AdamW 8 bytes a trainable parameter, 8-bit AdamW 2 bytes; "paged" variants live
-  in CUDA unified memory, which torch's allocator does not count (they still take GPU memory);
+- optimizer states: AdamW 8 bytes a trainable parameter, 8-bit AdamW 2 bytes (bitsandbytes keeps
+  32-bit states for tensors under 4,096 elements); "paged" variants put the states of tensors of at
+  least 100,000 elements in CUDA unified memory, which torch's allocator does not count (they still
+  take GPU memory); smaller tensors' states (every LoRA matrix of a SmolLM2, the attention ones of
+  an 8B at r 16) are ordinary GPU memory;
 - activations: with gradient checkpointing only each layer's input is kept, plus one layer's working
   set while it is recomputed; without it every layer keeps its intermediates. Eager attention also
-  keeps the heads x seq x seq score matrices; SDPA and flash-attention do not. Activation offloading
-  (`activation_offloading: hidden_states` with checkpointing, `true` instead of it) streams what is
-  saved to pinned CPU memory: about two layers' worth stay on the card, in flight;
+  keeps the heads x seq x seq score matrices; SDPA and flash-attention do not. LoRA dropout keeps
+  a dropped-out copy of an adapted module's input and its mask (1 byte an element): PEFT one per
+  module; Axolotl's LoRA kernels (on by default) one shared by q/k/v, one by gate/up, none for down.
+  Activation offloading (`activation_offloading: hidden_states` with checkpointing, `true` instead
+  of it) streams what is saved to pinned CPU memory: about two layers' worth stay on the card;
 - logits: the LM head's output in the compute dtype, plus, alive together at the turn from forward
   to backward, the loss's fp32 upcast, log-softmax's fp32 output and the fp32 gradient (14 bytes a
   logit in bf16); Liger's fused linear cross-entropy never builds them.
 
-Peak = persistent memory + saved activations + the larger of (logits: the end of the forward pass)
-and (LoRA gradients + one layer's working set: the start of the backward pass).
+Peak = persistent memory + saved activations + torch's two cuBLAS workspaces + the larger of
+(logits: the end of the forward pass) and (one layer's working set and the backward's transients,
+plus the LoRA gradients when gradient accumulation keeps them: the start of the backward pass).
 
-Checked against measurements (benchmarks/results/throughput-*.md, the multi-GPU README), Llama-3.1-8B
-shape, QLoRA r64 on 7 modules, seq 2048, checkpointing, peak allocated over the training steps:
-nine configurations from 7.0 to 34.4 GiB (plain PEFT script, Axolotl defaults, Liger, bf16 adapters,
-no dropout, offloaded layer inputs, micro batch 1 to 4, sequence length 2048 and 4096) all land within
-10% with no fitted constant. tests/test_train.py holds the nine measurements and the tolerance.
+Checked against measurements (benchmarks/results/throughput-*.md, the multi-GPU README), QLoRA r64 on
+7 modules, checkpointing, peak allocated over the training steps: eleven Llama-3.1-8B-shaped runs
+from 6.8 to 34.4 GiB (plain PEFT script, Axolotl defaults, Liger, bf16 adapters, no dropout,
+offloaded layer inputs, micro batch 1 to 4, sequence length 2048 and 4096, one and two GPUs) and
+seven SmolLM2-135M runs from 0.65 to 4.0 GiB land within 10%, the Liger ones within 3%; one is
+outside (SmolLM2 through a plain PEFT script, +10.1%: its fp32 logits). One term was sized from the
+gap these measurements left, the backward's transients (four hidden-sized tensors a token, the same
+on both models); the rest is counted from the code it models (PEFT, Axolotl's LoRA kernels,
+bitsandbytes, torch). tests/test_train.py holds the measurements and the tolerance.
 """
 
 from __future__ import annotations
@@ -53,6 +63,10 @@ MIN_CONTEXT_BYTES = int(0.5 * GIB)
 # double quantisation: an 8-bit absmax plus one fp32 scale per 256 blocks.
 NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
 NF4_DQ_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
+# torch's cuBLAS workspace, one per (handle, stream): the forward's thread and autograd's backward
+# thread each hold one, 32 MiB on Hopper (8 MiB elsewhere; the larger is counted), taken through
+# the caching allocator, so counted in max_memory_allocated.
+CUBLAS_WORKSPACES_BYTES = 2 * 32 * 1024**2
 LOGIT_BYTES_EXTRA = 12  # fp32 upcast + fp32 log-softmax output + fp32 gradient of the logits
 LORA_PARAM_BYTES = 4  # PEFT's autocast_adapter_dtype keeps adapters in fp32 (the default)
 
@@ -136,6 +150,7 @@ class TrainPlan:
     """The knobs of a run that decide memory (names follow the Axolotl keys they come from)."""
 
     micro_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
     sequence_len: int = 2048
     load_in_4bit: bool = True
     double_quant: bool = True
@@ -144,6 +159,10 @@ class TrainPlan:
     lora_target_modules: tuple[str, ...] = LLAMA_PROJECTIONS
     lora_dropout: float = 0.05
     optimizer: str = "paged_adamw_8bit"
+    # Axolotl's fused LoRA autograd functions (lora_qkv_kernel / lora_mlp_kernel): q/k/v share one
+    # dropout copy, gate/up share one and down gets none; the MLP recomputes its activation.
+    lora_qkv_kernel: bool = False
+    lora_mlp_kernel: bool = False
     gradient_checkpointing: bool = True
     attention: str = "sdpa"  # sdpa | flash_attention_2 | eager | ...
     liger_fused_linear_cross_entropy: bool = False
@@ -168,7 +187,7 @@ class Estimate:
     lora_weights: int
     lora_grads: int
     optimizer_states: int
-    optimizer_paged: bool
+    optimizer_states_paged: int  # the part in CUDA unified memory (paged optimizers, large tensors)
     saved_activations: int
     logits: int
     layer_working_set: int
@@ -200,10 +219,12 @@ class Estimate:
         def gib(value: int) -> str:
             return f"{value / GIB:6.2f} GiB"
 
-        paged = " (paged: unified memory)" if self.optimizer_paged else ""
+        paged_gib = gib(self.optimizer_states_paged).strip()
+        paged = f" ({paged_gib} paged: unified memory)" if self.optimizer_states_paged else ""
+        dtype = "fp32" if self.lora_weights == 4 * self.lora_params else "compute dtype"
         return [
             f"base weights      {gib(self.base_weights)}",
-            f"LoRA weights      {gib(self.lora_weights)}  ({self.lora_params / 1e6:.1f} M params, fp32)",
+            f"LoRA weights      {gib(self.lora_weights)}  ({self.lora_params / 1e6:.1f} M params, {dtype})",
             f"LoRA gradients    {gib(self.lora_grads)}",
             f"optimizer states  {gib(self.optimizer_states)}{paged}",
             f"activations       {gib(self.saved_activations)}",
@@ -231,12 +252,48 @@ def optimizer_bytes_per_param(optimizer: str) -> tuple[int, bool]:
     return 8, paged  # AdamW and friends: two fp32 moments
 
 
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit states for smaller tensors
+BNB_MIN_PAGED_SIZE = 100_000  # ... and pages only tensors at least this large (get_state_buffer)
+
+
+def optimizer_state_bytes(shape: ModelShape, plan: TrainPlan) -> tuple[int, int]:
+    """(all optimizer state bytes, the part paged to unified memory), LoRA matrix by matrix."""
+    per_param, paged = optimizer_bytes_per_param(plan.optimizer)
+    eight_bit = "8bit" in plan.optimizer.lower()
+    dims = shape.projection_dims()
+    total = in_unified = 0
+    for target in plan.lora_target_modules:
+        fan_in, fan_out = dims[target]
+        for numel in (plan.lora_r * fan_in, plan.lora_r * fan_out):  # lora_A, lora_B
+            state = numel * (8 if eight_bit and numel < BNB_MIN_8BIT_SIZE else per_param)
+            total += state
+            in_unified += state if paged and numel >= BNB_MIN_PAGED_SIZE else 0
+    return total * shape.num_layers, in_unified * shape.num_layers
+
+
 def lora_param_count(shape: ModelShape, r: int, targets: tuple[str, ...] | list[str]) -> int:
     dims = shape.projection_dims()
     unknown = [t for t in targets if t not in dims]
     if unknown:
         raise ValueError(f"unknown LoRA target module(s) {unknown}: expected some of {list(dims)}")
     return shape.num_layers * sum(r * (dims[t][0] + dims[t][1]) for t in targets)
+
+
+def _dropout_inputs_width(shape: ModelShape, plan: TrainPlan) -> int:
+    """Elements per token of the dropped-out input copies one layer keeps for backward."""
+    dims = shape.projection_dims()
+    targets = [t for t in plan.lora_target_modules if t in dims]
+    shared = []
+    if plan.lora_qkv_kernel:
+        shared.append({"q_proj", "k_proj", "v_proj"})
+    if plan.lora_mlp_kernel:
+        shared.append({"gate_proj", "up_proj", "down_proj"})  # down's input (the activation) gets none
+    width = 0
+    for group in shared:
+        if group - {"down_proj"} & set(targets):
+            width += shape.hidden_size
+        targets = [t for t in targets if t not in group]
+    return width + sum(dims[t][0] for t in targets)
 
 
 def _layer_saved_bytes(shape: ModelShape, plan: TrainPlan) -> int:
@@ -246,13 +303,12 @@ def _layer_saved_bytes(shape: ModelShape, plan: TrainPlan) -> int:
     # norm in/out (2h), q, k, v, attention output (q), o_proj input, residual, second norm (2h),
     # gate, up, act(gate), gate*up (4i)
     width = 2 * h + q + 2 * kv + q + h + 2 * h + 4 * i
-    if plan.lora_dropout > 0:
-        # PEFT applies dropout per LoRA module: one copy of each targeted module's input
-        dims = shape.projection_dims()
-        width += sum(dims[t][0] for t in plan.lora_target_modules if t in dims)
-    if plan.liger_kernels:
-        width -= 2 * i  # fused SwiGLU recomputes act(gate) and the product
     per_token = width * plan.compute_bytes
+    if plan.lora_dropout > 0:
+        # a dropped-out copy of the module's input (compute dtype) and its mask (1 byte)
+        per_token += _dropout_inputs_width(shape, plan) * (plan.compute_bytes + 1)
+    if plan.liger_kernels or plan.lora_mlp_kernel:
+        per_token -= 2 * i * plan.compute_bytes  # act(gate) and the product are recomputed
     attention = 0
     if plan.attention == "eager":
         # scores + softmax (compute dtype) + dropout mask (1 byte) per head
@@ -276,8 +332,7 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     lora_bytes = LORA_PARAM_BYTES if plan.lora_fp32 else cb
     lora_weights = lora_params * lora_bytes
     lora_grads = lora_params * lora_bytes
-    state_per_param, paged = optimizer_bytes_per_param(plan.optimizer)
-    states = lora_params * state_per_param
+    states, states_paged = optimizer_state_bytes(shape, plan)
 
     layer_full = _layer_saved_bytes(shape, plan)
     layer_input = plan.tokens * shape.hidden_size * cb
@@ -292,17 +347,23 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     # the backward frees as it goes; counting them twice overshot every measurement by 10-25%)
     # one 4-bit weight dequantised for its matmul, in training and evaluation alike
     dequantised = max(a * b for a, b in shape.projection_dims().values()) * cb if plan.load_in_4bit else 0
-    working = layer_full + dequantised
+    # plus the backward's own transients there: the incoming gradient, its copy along the residual
+    # path and the RMSNorm backward's fp32 gradient, about four hidden-sized tensors a token
+    backward_transients = 4 * plan.tokens * shape.hidden_size * cb
+    working = layer_full + dequantised + backward_transients
     if plan.liger_fused_linear_cross_entropy:
         logits = 0
     else:
         logits = plan.tokens * shape.vocab_size * (frozen_bytes + LOGIT_BYTES_EXTRA)
 
-    persistent_counted = base + lora_weights + (0 if paged else states)
+    persistent_counted = base + lora_weights + states - states_paged
     # Saved layer inputs are alive both at the end of the forward pass (with the logits) and at the
-    # start of the backward pass (with the top layer's working set and the adapter gradients, which
-    # gradient accumulation keeps between micro batches).
-    peak = persistent_counted + saved + max(logits, lora_grads + working)
+    # start of the backward pass (with the top layer's working set). The adapter gradients are there
+    # too only when gradient accumulation keeps them between micro batches: the Trainer sets them to
+    # None after each optimizer step (measured: fp32 adapters cost their weights' extra bytes, not
+    # their gradients', at accumulation 1).
+    accumulated = lora_grads if plan.gradient_accumulation_steps > 1 else 0
+    peak = persistent_counted + saved + max(logits, accumulated + working) + CUBLAS_WORKSPACES_BYTES
     # Evaluation without gradients: the weights and one layer's transient activations at a time.
     # Liger fuses the loss only in training, so evaluation builds the full logits (bf16 logits +
     # fp32 upcast + fp32 log-softmax). Measured on 2 x H200 (80gb profile, micro batch 4 x 4096
@@ -316,14 +377,14 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     else:
         eval_peak = persistent_counted + eval_tokens * shape.vocab_size * (frozen_bytes + 8) + layer_input * 4
     highest = max(peak, eval_peak)
-    required = int((highest + (states if paged else 0)) * FRAGMENTATION) + CONTEXT_BYTES
+    required = int((highest + states_paged) * FRAGMENTATION) + CONTEXT_BYTES
     return Estimate(
         base_weights=base,
         lora_params=lora_params,
         lora_weights=lora_weights,
         lora_grads=lora_grads,
         optimizer_states=states,
-        optimizer_paged=paged,
+        optimizer_states_paged=states_paged,
         saved_activations=saved,
         logits=logits,
         layer_working_set=working,
@@ -349,6 +410,7 @@ def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
     )
     return TrainPlan(
         micro_batch_size=int(cfg.get("micro_batch_size") or 1),
+        gradient_accumulation_steps=int(cfg.get("gradient_accumulation_steps") or 1),
         eval_micro_batch_size=int(cfg["eval_batch_size"]) if cfg.get("eval_batch_size") else None,
         sequence_len=int(cfg.get("sequence_len") or 2048),
         load_in_4bit=bool(cfg.get("load_in_4bit")),
@@ -357,6 +419,8 @@ def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
         lora_r=int(cfg.get("lora_r") or 8),
         lora_target_modules=tuple(targets),
         lora_dropout=float(cfg.get("lora_dropout") or 0.0),
+        lora_qkv_kernel=_lora_kernel(cfg, "lora_qkv_kernel"),
+        lora_mlp_kernel=_lora_kernel(cfg, "lora_mlp_kernel"),
         optimizer=str(cfg.get("optimizer") or "adamw_torch"),
         gradient_checkpointing=bool(cfg.get("gradient_checkpointing")),
         attention=attention,
@@ -366,6 +430,20 @@ def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
         lora_fp32=cfg.get("peft_autocast_adapter_dtype") is not False or precision_32,
         activation_offloading=_offloading(cfg.get("activation_offloading")),
         upcast_frozen_fp32=bool(cfg.get("upcast_frozen_fp32")),
+    )
+
+
+LORA_KERNEL_KEYS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+
+
+def _lora_kernel(cfg: dict[str, Any], key: str) -> bool:
+    """Whether Axolotl runs this fused LoRA kernel: as set, or its auto-enable rule when no kernel
+    key is set (LoRA/QLoRA, not 8-bit LoRA, no remote code)."""
+    if any(cfg.get(k) is not None for k in LORA_KERNEL_KEYS):
+        return bool(cfg.get(key))
+    adapter = cfg.get("adapter")
+    return adapter == "qlora" or (
+        adapter == "lora" and not cfg.get("load_in_8bit") and not cfg.get("trust_remote_code")
     )
 
 
