@@ -19,18 +19,18 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${OUT:-/tmp/eval-memory-out}"
-site=/tmp/site
 parts=/tmp/gguf-parts
 gguf="$parts/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p "$out"
 
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" \
-    .wheelhouse/*.whl "$parts"/*.whl 2>/dev/null
-cp -r .wheelhouse/site/* "$site"/
-export PYTHONPATH="$site:$root" PYTHONUNBUFFERED=1
-export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export WANDB_MODE=disabled VOICETUNE_HOME="$root/.carry/home"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+# shellcheck source=benchmarks/device_env.sh
+source benchmarks/device_env.sh
+shopt -s nullglob
+device_install_wheelhouse "$parts"/*.whl
+shopt -u nullglob
+device_export_env
+export VOICETUNE_HOME="$root/.carry/home"
+device_gpu_line "$out/gpu.txt"
 
 summary() {  # the run's figures, one JSON line
     python3 - "$VOICETUNE_HOME/checkpoints/$1" "$1" <<'PY'

@@ -22,15 +22,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${OUT:-/tmp/multi-gpu-out}"
 mkdir -p "$out"
-site=/tmp/site
 
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" .wheelhouse/*.whl 2>/dev/null
-cp -r .wheelhouse/site/* "$site"/
-export PYTHONPATH="$site:$root" PYTHONUNBUFFERED=1
-export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export WANDB_MODE=disabled NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# shellcheck source=benchmarks/device_env.sh
+source benchmarks/device_env.sh
+# shellcheck disable=SC2119  # no extra wheels
+device_install_wheelhouse
+device_export_env
 export VOICETUNE_HOME="$root/.carry/home"
-nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+device_gpu_line
 
 echo "==> random Llama-3.1-8B-shaped model (bf16, built on the GPU, no download)"
 python3 benchmarks/random_llama8b.py /tmp/m8b .carry/tok

@@ -23,20 +23,18 @@ cd "$root"
 out="${OUT:-/tmp/smollm2-out}"
 parts=/tmp/gguf-parts
 gguf="$parts/SmolLM2-135M-Instruct.Q4_1.gguf"
-site=/tmp/site
 mkdir -p "$out"
 
 [[ -f "$gguf" ]] || cat "$parts"/part-* > "$gguf"
 size="$(stat -c %s "$gguf")"
 [[ "$size" == 98362432 ]] || { echo "error: $gguf has $size bytes, expected 98362432: carry both halves first" >&2; exit 1; }
 
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" \
-    .wheelhouse/*.whl "$parts"/*.whl 2>/dev/null
-cp -r .wheelhouse/site/* "$site"/
-export PYTHONPATH="$site:$root" PYTHONUNBUFFERED=1
-export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export WANDB_MODE=disabled VOICETUNE_HOME=/tmp/vt
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+# shellcheck source=benchmarks/device_env.sh
+source benchmarks/device_env.sh
+device_install_wheelhouse "$parts"/*.whl
+device_export_env
+export VOICETUNE_HOME=/tmp/vt
+device_gpu_line "$out/gpu.txt"
 
 base=/tmp/vt/models/base
 python3 -m voicetune base-model --gguf "$gguf" --out "$base"

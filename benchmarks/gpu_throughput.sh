@@ -15,8 +15,8 @@ usage() {
     cat <<'TEXT'
 Usage: benchmarks/gpu_throughput.sh [--dry-run] [benchmark arguments...]
 
-Installs .wheelhouse into /tmp/site (axolotl, bitsandbytes, liger-kernel, trl, datasets for the GPU
-machine's Python 3.12 / torch 2.11 + CUDA 13), then runs
+Installs .wheelhouse into /tmp/site with benchmarks/device_env.sh (axolotl, bitsandbytes,
+liger-kernel, trl, datasets for the GPU machine's Python 3.12 / torch 2.11 + CUDA 13), then runs
   python3 benchmarks/2_training_throughput.py --out-dir "$OUT" --deadline-s <what is left of 570 s> ARGS
 Defaults: --models 8b --arms a,b,c. Results: $OUT/throughput-<gpu>.json and .md, logs in
 $OUT/throughput-logs/. Without $OUT, results go to benchmarks/results/.
@@ -40,30 +40,24 @@ done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${OUT:-benchmarks/results}"
-site=/tmp/site
 py="${PYTHON:-python3}"
 budget="${VOICETUNE_BENCH_BUDGET_S:-570}"   # the device tool allows 600 s a command
+# shellcheck source=benchmarks/device_env.sh
+source benchmarks/device_env.sh
 
 if (( dry_run )); then
-    echo "would install .wheelhouse into $site (if present) and run:"
+    echo "would install .wheelhouse into $DEVICE_SITE (if present) and run:"
     echo "  $py benchmarks/2_training_throughput.py --out-dir $out --dry-run ${args[*]}"
     exec "$py" benchmarks/2_training_throughput.py --out-dir "$out" --dry-run "${args[@]}"
 fi
 
 echo "==> wheelhouse"
-if [[ -d .wheelhouse ]]; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" .wheelhouse/*.whl
-    cp -r .wheelhouse/site/* "$site"/
-    echo "installed $(find .wheelhouse -maxdepth 1 -name '*.whl' | wc -l) wheels into $site"
-else
-    echo "no .wheelhouse here: arms b and c need Axolotl (carry .wheelhouse, built by make_wheelhouse.sh)" >&2
-fi
-export PYTHONPATH="$site:$root${PYTHONPATH:+:$PYTHONPATH}"
-export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+# shellcheck disable=SC2119  # no extra wheels
+device_install_wheelhouse || echo "arms b and c need Axolotl" >&2
+device_export_env
 
 echo "==> GPU"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+device_gpu_line || true
 "$py" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
 
 left=$(( budget - SECONDS ))

@@ -401,6 +401,22 @@ def test_gpu_recipe_script_help_and_dry_run(tmp_path):
     assert "arm a: (a) plain transformers + PEFT + bitsandbytes" in proc.stdout
 
 
+def test_device_env_keeps_runs_offline_and_names_a_missing_wheelhouse(tmp_path):
+    # what every benchmarks/gpu_*.sh sources on the lent GPU machine
+    script = (
+        f"source {REPO / 'benchmarks' / 'device_env.sh'}; device_export_env; "
+        'echo "$PYTHONPATH|$HF_HUB_OFFLINE|$AXOLOTL_DO_NOT_TRACK|$WANDB_MODE|$NCCL_NVLS_ENABLE"; '
+        "device_install_wheelhouse; echo rc=$?"
+    )
+    env = {"PATH": "/usr/bin:/bin", "DEVICE_SITE": str(tmp_path / "site")}
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    first, last = proc.stdout.strip().splitlines()
+    assert first == f"{tmp_path / 'site'}:{tmp_path}|1|1|disabled|0"
+    assert last == "rc=1" and "no .wheelhouse here" in proc.stderr
+    for recipe in sorted((REPO / "benchmarks").glob("gpu_*.sh")):
+        assert "source benchmarks/device_env.sh" in recipe.read_text(), recipe.name
+
+
 @pytest.mark.slow
 def test_rendered_configs_pass_axolotls_own_validation(bench, tmp_path):
     """Every arm's YAML (and every variant) through Axolotl 0.19's schema, as on an H100 with torch 2.11."""

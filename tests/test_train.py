@@ -291,12 +291,12 @@ def test_eval_batch_is_sized_to_stay_within_a_training_step() -> None:
     assert fitted == 1
     at_one = vram.estimate(SMOLLM2, vram.plan_from_axolotl({**_SMOLLM2_80GB, "eval_batch_size": 1}))
     assert abs(at_one.eval_peak / 2**30 / 2.16 - 1) <= 0.10
-    # a short sequence leaves room for a larger eval batch, never above the micro batch
-    short = vram.plan_from_axolotl({**_SMOLLM2_80GB, "sequence_len": 256})
-    roomy = vram.eval_batch_within_training_peak(SMOLLM2, short)
+    # a short sequence leaves room for a larger eval batch, never above the micro batch (with the
+    # profile's gradient accumulation, whose kept gradients add to the training peak)
+    short_cfg = {**_SMOLLM2_80GB, "sequence_len": 256, "gradient_accumulation_steps": 2}
+    roomy = vram.eval_batch_within_training_peak(SMOLLM2, vram.plan_from_axolotl(short_cfg))
     assert 1 < roomy <= 16
-    sized = vram.estimate(SMOLLM2, vram.plan_from_axolotl({**_SMOLLM2_80GB, "sequence_len": 256,
-                                                          "eval_batch_size": roomy}))
+    sized = vram.estimate(SMOLLM2, vram.plan_from_axolotl({**short_cfg, "eval_batch_size": roomy}))
     assert sized.eval_peak <= sized.peak_allocated
 
 
@@ -390,8 +390,10 @@ def test_8gb_profile_fits_an_8b_model_in_seven_gib_training_and_evaluating() -> 
         (LLAMA_8B, {**ac.load_profile("8gb")}, 6.98, 6.31),  # profile 8gb, eval batch 2
         (SMOLLM2, {**_SMOLLM2_80GB, "plugins": ac.load_profile("80gb")["plugins"], "eval_batch_size": 15},
          4.01, 1.49),
+        (SMOLLM2, {**_SMOLLM2_80GB, "plugins": ac.load_profile("80gb")["plugins"], "eval_batch_size": 1},
+         4.01, 0.36),
     ],
-    ids=["8b-8gb-profile", "smollm2-eval15"],
+    ids=["8b-8gb-profile", "smollm2-eval15", "smollm2-eval1"],
 )
 def test_estimator_within_ten_percent_with_the_fused_eval_loss(
     shape: vram.ModelShape, cfg: dict, measured_train: float, measured_eval: float
@@ -447,8 +449,9 @@ def test_a_small_card_is_tight_not_refused() -> None:
 
 def test_cards_without_bf16_keep_lora_weights_in_fp32(base_model_dir: Path) -> None:
     # An RTX 2080 (Turing, 8 GB, no bf16: training runs in fp16). fp16 LoRA weights would stop the
-    # first step with "Attempting to unscale FP16 gradients"; auto drops the 8gb profile's bf16
-    # adapters there, and preflight names the fix for a profile given by hand.
+    # first step with "Attempting to unscale FP16 gradients"; a built-in profile (auto, by name, or
+    # resumed) drops the 8gb profile's bf16 adapters there, and preflight names the fix for a
+    # user's own YAML.
     import dataclasses
     from types import SimpleNamespace
 
@@ -460,9 +463,16 @@ def test_cards_without_bf16_keep_lora_weights_in_fp32(base_model_dir: Path) -> N
     choice = choose_profile("auto", turing, inputs, None)  # type: ignore[arg-type]
     assert choice.name == "8gb" and "peft_autocast_adapter_dtype" not in choice.cfg
     assert any("has no bf16" in reason for reason in choice.reasons)
-    by_hand = ac.load_profile("8gb")
-    [problem] = preflight.hardware_problems(by_hand, turing, 1)
+    for requested, sticky in (("8gb", None), ("auto", choice.auto)):
+        again = choose_profile(requested, turing, inputs, sticky)  # type: ignore[arg-type]
+        assert "peft_autocast_adapter_dtype" not in again.cfg
+        assert any("profile 8gb:" in reason and "has no bf16" in reason for reason in again.reasons)
+        assert preflight.hardware_problems(again.cfg, turing, 1) == []
+    told = SimpleNamespace(**{**vars(inputs), "overrides": {"peft_autocast_adapter_dtype": False}})
+    assert choose_profile("8gb", turing, told, None).cfg["peft_autocast_adapter_dtype"] is False  # type: ignore[arg-type]
+    own_yaml = ac.load_profile("8gb")  # what a user's copy of the profile holds
+    [problem] = preflight.hardware_problems(own_yaml, turing, 1)
     assert "peft_autocast_adapter_dtype: true" in problem
-    assert preflight.hardware_problems(by_hand, _card(7.6), 1) == []  # Ada: bf16
+    assert preflight.hardware_problems(own_yaml, _card(7.6), 1) == []  # Ada: bf16
     ampere = choose_profile("auto", _card(7.6), inputs, None)  # type: ignore[arg-type]
     assert ampere.cfg["peft_autocast_adapter_dtype"] is False

@@ -266,6 +266,27 @@ class ProfileChoice:
 def choose_profile(
     requested: str, gpu: preflight.GpuInfo | None, inputs: Inputs, sticky: dict[str, Any] | None
 ) -> ProfileChoice:
+    choice = _choose_profile(requested, gpu, inputs, sticky)
+    if choice.name in ac.PROFILES and gpu is not None:
+        why = _fp32_adapters_where_fp16_fails(choice.cfg, gpu, inputs)
+        if why:
+            choice.reasons.append(f"profile {choice.name}: {why}")
+    return choice
+
+
+def _fp32_adapters_where_fp16_fails(cfg: dict[str, Any], gpu: preflight.GpuInfo, inputs: Inputs) -> str:
+    """A built-in profile's bf16 adapters become fp16 ones on a card without bf16, which fp16's grad
+    scaler refuses: keep them fp32 there (unless the user set the key). A user's own YAML is left as
+    written; preflight names the fix."""
+    if "peft_autocast_adapter_dtype" in inputs.overrides or not preflight.fp16_adapters_fail(cfg, gpu):
+        return ""
+    cfg.pop("peft_autocast_adapter_dtype")
+    return f"{gpu.name} has no bf16: LoRA weights stay fp32 (fp16 ones fail fp16's scaler)"
+
+
+def _choose_profile(
+    requested: str, gpu: preflight.GpuInfo | None, inputs: Inputs, sticky: dict[str, Any] | None
+) -> ProfileChoice:
     if requested != "auto":
         return ProfileChoice(requested, ac.load_profile(requested))
     if sticky and sticky.get("profile"):
@@ -289,9 +310,10 @@ def choose_profile(
     name = ac.profile_for_gpu(gpu.total_gib)
     cfg = ac.load_profile(name)
     reasons = [f"auto: {gpu.describe()} -> profile {name}"]
-    if "peft_autocast_adapter_dtype" not in inputs.overrides and preflight.fp16_adapters_fail(cfg, gpu):
-        cfg.pop("peft_autocast_adapter_dtype")
-        reasons.append(f"auto: {gpu.name} has no bf16: LoRA weights stay fp32 (fp16 ones fail fp16's scaler)")
+    # before sizing: fp32 adapters (on cards without bf16) take more memory
+    why = _fp32_adapters_where_fp16_fails(cfg, gpu, inputs)
+    if why:
+        reasons.append(f"auto: {why}")
     shape = vram.ModelShape.from_model_dir(inputs.base_model)
     plan = vram.plan_from_axolotl({**cfg, **inputs.overrides})
     min_len = inputs.settings.sequence_len or inputs.data_sequence_len or 512

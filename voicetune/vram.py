@@ -65,7 +65,8 @@ NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
 NF4_DQ_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
 # torch's cuBLAS workspace, one per (handle, stream): the forward's thread and autograd's backward
 # thread each hold one, 32 MiB on Hopper (8 MiB elsewhere; the larger is counted), taken through
-# the caching allocator, so counted in max_memory_allocated.
+# the caching allocator, so counted in max_memory_allocated, and kept for the whole run (so in
+# evaluation too).
 CUBLAS_WORKSPACES_BYTES = 2 * 32 * 1024**2
 LOGIT_BYTES_EXTRA = 12  # fp32 upcast + fp32 log-softmax output + fp32 gradient of the logits
 LORA_PARAM_BYTES = 4  # PEFT's autocast_adapter_dtype keeps adapters in fp32 (the default)
@@ -373,9 +374,11 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     eval_tokens = (plan.eval_micro_batch_size or plan.micro_batch_size) * plan.sequence_len
     if plan.fused_eval_loss and plan.liger_fused_linear_cross_entropy:
         per_token = shape.hidden_size * (4 * cb + 3 * 4) + shape.intermediate_size * 3 * cb
-        eval_peak = persistent_counted + eval_tokens * per_token + dequantised
+        eval_peak = persistent_counted + CUBLAS_WORKSPACES_BYTES + eval_tokens * per_token + dequantised
     else:
-        eval_peak = persistent_counted + eval_tokens * shape.vocab_size * (frozen_bytes + 8) + layer_input * 4
+        logits_bytes = eval_tokens * shape.vocab_size * (frozen_bytes + 8)
+        hidden_bytes = eval_tokens * shape.hidden_size * cb * 4  # a few hidden states of the eval batch
+        eval_peak = persistent_counted + CUBLAS_WORKSPACES_BYTES + logits_bytes + hidden_bytes
     highest = max(peak, eval_peak)
     required = int((highest + states_paged) * FRAGMENTATION) + CONTEXT_BYTES
     return Estimate(

@@ -1,0 +1,36 @@
+# shellcheck shell=bash
+# Sourced by the benchmarks/gpu_*.sh recipes for the lent GPU machine (device tool): one place for
+# installing the carried wheelhouse and for the environment every run there needs.
+#
+#   source "$root/benchmarks/device_env.sh"
+#   device_install_wheelhouse [extra.whl ...]   # .wheelhouse (+ extra wheels) into $DEVICE_SITE
+#   device_export_env                           # PYTHONPATH, offline and no-telemetry settings
+#   device_gpu_line [file]                      # nvidia-smi's name/memory/driver line (tee'd to file)
+
+DEVICE_SITE="${DEVICE_SITE:-/tmp/site}"
+
+device_install_wheelhouse() {
+    if [[ ! -d .wheelhouse ]]; then
+        echo "no .wheelhouse here: carry it (built by ../shared/device/make_wheelhouse.sh)" >&2
+        return 1
+    fi
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$DEVICE_SITE" \
+        .wheelhouse/*.whl "$@" 2>/dev/null
+    cp -r .wheelhouse/site/* "$DEVICE_SITE"/
+    echo "installed $(find .wheelhouse -maxdepth 1 -name '*.whl' | wc -l) wheels (+$#) into $DEVICE_SITE"
+}
+
+device_export_env() {
+    local root
+    root="$(pwd)"
+    export PYTHONPATH="$DEVICE_SITE:$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    # nothing leaves the machine: no telemetry, no hub, no wandb
+    export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    export WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+    # the lent multi-GPU hosts: NVLink multicast stays off (KINDS.md)
+    export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+}
+
+device_gpu_line() {
+    nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tee "${1:-/dev/null}"
+}
