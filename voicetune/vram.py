@@ -231,6 +231,7 @@ class Estimate:
             f"activations       {gib(self.saved_activations)}",
             f"logits            {gib(self.logits)}",
             f"layer working set {gib(self.layer_working_set)}",
+            f"cuBLAS workspaces {gib(CUBLAS_WORKSPACES_BYTES)}",
             f"peak allocated    {gib(self.peak_allocated)}  (training step)",
             f"evaluation peak   {gib(self.eval_peak)}  (no gradients; full logits unless the loss is fused)",
             f"needs free        {gib(self.required)}  (peak x{FRAGMENTATION:.2f} + CUDA context)",
@@ -344,12 +345,12 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
         saved = kept * layer_input
     else:
         saved = shape.num_layers * layer_full
-    # the layer being recomputed and back-propagated: its activations (their gradients reuse what
-    # the backward frees as it goes; counting them twice overshot every measurement by 10-25%)
-    # one 4-bit weight dequantised for its matmul, in training and evaluation alike
+    # The layer being recomputed and back-propagated keeps its activations (their gradients reuse
+    # what the backward frees as it goes: counting them twice overshot every measurement by 10-25%),
+    # one 4-bit weight dequantised for its matmul (in evaluation too), and the backward's own
+    # transients: the incoming gradient, its copy along the residual path and the RMSNorm backward's
+    # fp32 gradient, about four hidden-sized tensors a token.
     dequantised = max(a * b for a, b in shape.projection_dims().values()) * cb if plan.load_in_4bit else 0
-    # plus the backward's own transients there: the incoming gradient, its copy along the residual
-    # path and the RMSNorm backward's fp32 gradient, about four hidden-sized tensors a token
     backward_transients = 4 * plan.tokens * shape.hidden_size * cb
     working = layer_full + dequantised + backward_transients
     if plan.liger_fused_linear_cross_entropy:
