@@ -11,7 +11,9 @@ What the estimate counts, in the order memory is taken during one optimizer step
 - LoRA adapters: PEFT keeps them (and so their gradients) in fp32, unless
   `peft_autocast_adapter_dtype: false` leaves them in the compute dtype;
 - `prepare_model_for_kbit_training` (what a plain PEFT script calls; Axolotl does not) upcasts every
-  frozen non-4-bit weight (embeddings, LM head, norms) to fp32, and so the logits too;
+  frozen non-4-bit weight (embeddings, LM head, norms) to fp32, and so the residual stream (fp32
+  embeddings in, fp32 sums out); under autocast the LM head still runs in bf16, from a bf16 copy of
+  its weights kept for the backward;
 - optimizer states: AdamW 8 bytes a trainable parameter, 8-bit AdamW 2 bytes (bitsandbytes keeps
   32-bit states for tensors under 4,096 elements); "paged" variants put the states of tensors of at
   least 100,000 elements in CUDA unified memory, which torch's allocator does not count (they still
@@ -32,15 +34,15 @@ Peak = persistent memory + saved activations + torch's two cuBLAS workspaces + t
 (logits: the end of the forward pass) and (one layer's working set and the backward's transients,
 plus the LoRA gradients when gradient accumulation keeps them: the start of the backward pass).
 
-Checked against measurements (benchmarks/results/throughput-*.md, the multi-GPU README), QLoRA r64 on
-7 modules, checkpointing, peak allocated over the training steps: eleven Llama-3.1-8B-shaped runs
-from 6.8 to 34.4 GiB (plain PEFT script, Axolotl defaults, Liger, bf16 adapters, no dropout,
-offloaded layer inputs, micro batch 1 to 4, sequence length 2048 and 4096, one and two GPUs) and
-seven SmolLM2-135M runs from 0.65 to 4.0 GiB land within 10%, the Liger ones within 3%; one is
-outside (SmolLM2 through a plain PEFT script, +10.1%: its fp32 logits). One term was sized from the
-gap these measurements left, the backward's transients (four hidden-sized tensors a token, the same
-on both models); the rest is counted from the code it models (PEFT, Axolotl's LoRA kernels,
-bitsandbytes, torch). tests/test_train.py holds the measurements and the tolerance.
+Checked against measurements (benchmarks/results/throughput-*.md, gpu-h200-eval-memory/ and the
+multi-GPU README), QLoRA r64 on 7 modules, checkpointing, peak allocated: thirteen
+Llama-3.1-8B-shaped runs from 6.8 to 34.4 GiB (plain PEFT script, Axolotl defaults, Liger, bf16
+adapters, no dropout, offloaded layer inputs, micro batch 1 to 4, sequence length 2048 and 4096,
+one and two GPUs) and eight SmolLM2-135M runs from 0.65 to 4.0 GiB all land within 10%; the
+one-GPU runs of voicetune's profiles within 3%. One term was sized from the gap these measurements
+left, the backward's transients (four hidden-sized tensors a token, the same on both models); the
+rest is counted from the code it models (PEFT, Axolotl's LoRA kernels, bitsandbytes, torch).
+tests/test_train.py holds the measurements and the tolerance.
 """
 
 from __future__ import annotations
@@ -337,7 +339,9 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     states, states_paged = optimizer_state_bytes(shape, plan)
 
     layer_full = _layer_saved_bytes(shape, plan)
-    layer_input = plan.tokens * shape.hidden_size * cb
+    # fp32 embeddings (prepare_model_for_kbit_training) make the whole residual stream fp32: the
+    # checkpointed layer inputs too
+    layer_input = plan.tokens * shape.hidden_size * frozen_bytes
     if plan.activation_offloading == "all":
         saved = 2 * layer_full  # no recomputation; the layer being copied out and the next one
     elif plan.gradient_checkpointing:
@@ -356,7 +360,10 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     if plan.liger_fused_linear_cross_entropy:
         logits = 0
     else:
-        logits = plan.tokens * shape.vocab_size * (frozen_bytes + LOGIT_BYTES_EXTRA)
+        # under autocast the LM head runs in the compute dtype whatever its weights' dtype; an fp32
+        # head is cast for the matmul and that copy is kept for the backward
+        head_copy = shape.vocab_size * shape.hidden_size * cb if plan.upcast_frozen_fp32 else 0
+        logits = plan.tokens * shape.vocab_size * (cb + LOGIT_BYTES_EXTRA) + head_copy
 
     persistent_counted = base + lora_weights + states - states_paged
     # Saved layer inputs are alive both at the end of the forward pass (with the logits) and at the
@@ -377,7 +384,7 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
         per_token = shape.hidden_size * (4 * cb + 3 * 4) + shape.intermediate_size * 3 * cb
         eval_peak = persistent_counted + CUBLAS_WORKSPACES_BYTES + eval_tokens * per_token + dequantised
     else:
-        logits_bytes = eval_tokens * shape.vocab_size * (frozen_bytes + 8)
+        logits_bytes = eval_tokens * shape.vocab_size * (cb + 8)
         hidden_bytes = eval_tokens * shape.hidden_size * cb * 4  # a few hidden states of the eval batch
         eval_peak = persistent_counted + CUBLAS_WORKSPACES_BYTES + logits_bytes + hidden_bytes
     highest = max(peak, eval_peak)
