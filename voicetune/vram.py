@@ -35,9 +35,9 @@ Peak = persistent memory + saved activations + torch's two cuBLAS workspaces + t
 plus the LoRA gradients when gradient accumulation keeps them: the start of the backward pass).
 
 Checked against measurements (benchmarks/results/throughput-*.md, gpu-h200-eval-memory/ and the
-multi-GPU README), QLoRA r64 on 7 modules, checkpointing, peak allocated: thirteen
+multi-GPU README), QLoRA r64 on 7 modules, checkpointing, peak allocated: fourteen
 Llama-3.1-8B-shaped runs from 6.8 to 34.4 GiB (plain PEFT script, Axolotl defaults, Liger, bf16
-adapters, no dropout, offloaded layer inputs, micro batch 1 to 4, sequence length 2048 and 4096,
+adapters, no dropout, offloaded layer inputs, micro batch 1 to 8, sequence length 2048 and 4096,
 one and two GPUs) and eight SmolLM2-135M runs from 0.65 to 4.0 GiB all land within 10%; the
 one-GPU runs of voicetune's profiles within 3%. One term was sized from the gap these measurements
 left, the backward's transients (four hidden-sized tensors a token, the same on both models); the
