@@ -263,36 +263,35 @@ class ProfileChoice:
     auto: dict[str, Any] | None = None  # what auto chose (kept in run.json so a resume keeps it)
 
 
+def _load_profile_for(
+    name: str, gpu: preflight.GpuInfo | None, inputs: Inputs
+) -> tuple[dict[str, Any], list[str]]:
+    """A profile's config for this card, and why it was adjusted. A built-in profile's bf16 adapters
+    become fp16 ones on a card without bf16, which fp16's grad scaler refuses: they stay fp32 there
+    (unless the user set the key). A user's own YAML is left as written; preflight names the fix."""
+    cfg = ac.load_profile(name)
+    if (
+        gpu is None
+        or ac.canonical_profile(name) not in ac.PROFILES
+        or "peft_autocast_adapter_dtype" in inputs.overrides
+        or not preflight.fp16_adapters_fail(cfg, gpu)
+    ):
+        return cfg, []
+    cfg.pop("peft_autocast_adapter_dtype")
+    why = f"{gpu.name} has no bf16: LoRA weights stay fp32 (fp16 ones fail fp16's scaler)"
+    return cfg, [f"profile {name}: {why}"]
+
+
 def choose_profile(
     requested: str, gpu: preflight.GpuInfo | None, inputs: Inputs, sticky: dict[str, Any] | None
 ) -> ProfileChoice:
-    choice = _choose_profile(requested, gpu, inputs, sticky)
-    if choice.name in ac.PROFILES and gpu is not None:
-        why = _fp32_adapters_where_fp16_fails(choice.cfg, gpu, inputs)
-        if why:
-            choice.reasons.append(f"profile {choice.name}: {why}")
-    return choice
-
-
-def _fp32_adapters_where_fp16_fails(cfg: dict[str, Any], gpu: preflight.GpuInfo, inputs: Inputs) -> str:
-    """A built-in profile's bf16 adapters become fp16 ones on a card without bf16, which fp16's grad
-    scaler refuses: keep them fp32 there (unless the user set the key). A user's own YAML is left as
-    written; preflight names the fix."""
-    if "peft_autocast_adapter_dtype" in inputs.overrides or not preflight.fp16_adapters_fail(cfg, gpu):
-        return ""
-    cfg.pop("peft_autocast_adapter_dtype")
-    return f"{gpu.name} has no bf16: LoRA weights stay fp32 (fp16 ones fail fp16's scaler)"
-
-
-def _choose_profile(
-    requested: str, gpu: preflight.GpuInfo | None, inputs: Inputs, sticky: dict[str, Any] | None
-) -> ProfileChoice:
     if requested != "auto":
-        return ProfileChoice(requested, ac.load_profile(requested))
+        return ProfileChoice(requested, *_load_profile_for(requested, gpu, inputs))
     if sticky and sticky.get("profile"):
-        choice = ProfileChoice(sticky["profile"], ac.load_profile(sticky["profile"]), auto=sticky)
-        choice.reasons.append(
-            f"auto: {sticky['profile']} as chosen when this run started ({sticky.get('reason')})"
+        cfg, adjusted = _load_profile_for(sticky["profile"], gpu, inputs)
+        choice = ProfileChoice(sticky["profile"], cfg, adjusted, auto=sticky)
+        choice.reasons.insert(
+            0, f"auto: {sticky['profile']} as chosen when this run started ({sticky.get('reason')})"
         )
         for key in ("micro_batch_size", "sequence_len", "gradient_accumulation_steps"):
             if key in sticky:
@@ -308,12 +307,9 @@ def _choose_profile(
             {"profile": "cpu-demo", "reason": reason},
         )
     name = ac.profile_for_gpu(gpu.total_gib)
-    cfg = ac.load_profile(name)
-    reasons = [f"auto: {gpu.describe()} -> profile {name}"]
-    # before sizing: fp32 adapters (on cards without bf16) take more memory
-    why = _fp32_adapters_where_fp16_fails(cfg, gpu, inputs)
-    if why:
-        reasons.append(f"auto: {why}")
+    # adjusted before sizing: fp32 adapters (on cards without bf16) take more memory
+    cfg, adjusted = _load_profile_for(name, gpu, inputs)
+    reasons = [f"auto: {gpu.describe()} -> profile {name}", *adjusted]
     shape = vram.ModelShape.from_model_dir(inputs.base_model)
     plan = vram.plan_from_axolotl({**cfg, **inputs.overrides})
     min_len = inputs.settings.sequence_len or inputs.data_sequence_len or 512
