@@ -263,13 +263,13 @@ BNB_MIN_PAGED_SIZE = 100_000  # ... and pages only tensors at least this large (
 def optimizer_state_bytes(shape: ModelShape, plan: TrainPlan) -> tuple[int, int]:
     """(all optimizer state bytes, the part paged to unified memory), LoRA matrix by matrix."""
     per_param, paged = optimizer_bytes_per_param(plan.optimizer)
-    eight_bit = "8bit" in plan.optimizer.lower()
+    per_param_32bit, _ = optimizer_bytes_per_param(plan.optimizer.lower().replace("8bit", "32bit"))
     dims = shape.projection_dims()
     total = in_unified = 0
     for target in plan.lora_target_modules:
         fan_in, fan_out = dims[target]
         for numel in (plan.lora_r * fan_in, plan.lora_r * fan_out):  # lora_A, lora_B
-            state = numel * (8 if eight_bit and numel < BNB_MIN_8BIT_SIZE else per_param)
+            state = numel * (per_param_32bit if numel < BNB_MIN_8BIT_SIZE else per_param)
             total += state
             in_unified += state if paged and numel >= BNB_MIN_PAGED_SIZE else 0
     return total * shape.num_layers, in_unified * shape.num_layers
