@@ -6,8 +6,14 @@
 #   device_install_wheelhouse [extra.whl ...]   # .wheelhouse (+ extra wheels) into $DEVICE_SITE
 #   device_export_env                           # PYTHONPATH, offline and no-telemetry settings
 #   device_gpu_line [file]                      # nvidia-smi's name/memory/driver line (tee'd to file)
+#   device_smollm2_gguf                         # join the carried SmolLM2 GGUF halves; check the size
 
 DEVICE_SITE="${DEVICE_SITE:-/tmp/site}"
+# The SmolLM2 GGUF (98 MB) is over one call's carry limit: it travels in two halves, each copied here
+# by a call of its own (see gpu_smollm2_qlora.sh), with the gguf wheel beside them.
+DEVICE_GGUF_PARTS="${DEVICE_GGUF_PARTS:-/tmp/gguf-parts}"
+DEVICE_SMOLLM2_GGUF="$DEVICE_GGUF_PARTS/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF_BYTES=98362432
 
 device_install_wheelhouse() {
     if [[ ! -d .wheelhouse ]]; then
@@ -33,4 +39,21 @@ device_export_env() {
 
 device_gpu_line() {
     nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tee "${1:-/dev/null}"
+}
+
+device_smollm2_gguf() {
+    if [[ ! -f "$DEVICE_SMOLLM2_GGUF" ]]; then
+        if ! compgen -G "$DEVICE_GGUF_PARTS/part-*" > /dev/null; then
+            echo "no GGUF halves in $DEVICE_GGUF_PARTS: carry .carry_g1 and .carry_g2 first" >&2
+            return 1
+        fi
+        cat "$DEVICE_GGUF_PARTS"/part-* > "$DEVICE_SMOLLM2_GGUF"
+    fi
+    local size
+    size="$(stat -c %s "$DEVICE_SMOLLM2_GGUF")"
+    if [[ "$size" != "$SMOLLM2_GGUF_BYTES" ]]; then
+        echo "error: $DEVICE_SMOLLM2_GGUF has $size bytes, expected $SMOLLM2_GGUF_BYTES: carry both halves first" >&2
+        rm -f "$DEVICE_SMOLLM2_GGUF"  # a later call with both halves joins them again
+        return 1
+    fi
 }

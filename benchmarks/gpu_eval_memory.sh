@@ -19,14 +19,12 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${OUT:-/tmp/eval-memory-out}"
-parts=/tmp/gguf-parts
-gguf="$parts/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p "$out"
 
 # shellcheck source=benchmarks/device_env.sh
 source benchmarks/device_env.sh
 shopt -s nullglob
-device_install_wheelhouse "$parts"/*.whl
+device_install_wheelhouse "$DEVICE_GGUF_PARTS"/*.whl
 shopt -u nullglob
 device_export_env
 export VOICETUNE_HOME="$root/.carry/home"
@@ -53,15 +51,14 @@ train() {  # run name, then voicetune train arguments
     summary "$run" | tee -a "$out/summary.jsonl"
 }
 
-if [[ -f "$gguf" ]] || compgen -G "$parts/part-*" > /dev/null; then
-    [[ -f "$gguf" ]] || cat "$parts"/part-* > "$gguf"
+if device_smollm2_gguf; then
     echo "==> SmolLM2-135M, fused loss in evaluation"
-    python3 -m voicetune base-model --gguf "$gguf" --out /tmp/smollm2
+    python3 -m voicetune base-model --gguf "$DEVICE_SMOLLM2_GGUF" --out /tmp/smollm2
     for batch in ${EVAL_BATCHES:-15 1}; do  # 15: the val split, what the profile gives
         train "smol-eval$batch" --profile auto --base-model /tmp/smollm2 --max-steps 4 --set "eval_batch_size=$batch"
     done
 else
-    echo "no GGUF halves in $parts: SmolLM2 part skipped" >&2
+    echo "SmolLM2 part skipped" >&2
 fi
 
 echo "==> random Llama-3.1-8B shape, profile 8gb"

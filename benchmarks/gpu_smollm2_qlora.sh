@@ -21,23 +21,18 @@ steps="${1:-60}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${OUT:-/tmp/smollm2-out}"
-parts=/tmp/gguf-parts
-gguf="$parts/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p "$out"
-
-[[ -f "$gguf" ]] || cat "$parts"/part-* > "$gguf"
-size="$(stat -c %s "$gguf")"
-[[ "$size" == 98362432 ]] || { echo "error: $gguf has $size bytes, expected 98362432: carry both halves first" >&2; exit 1; }
 
 # shellcheck source=benchmarks/device_env.sh
 source benchmarks/device_env.sh
-device_install_wheelhouse "$parts"/*.whl
+device_smollm2_gguf || exit 1
+device_install_wheelhouse "$DEVICE_GGUF_PARTS"/*.whl
 device_export_env
 export VOICETUNE_HOME=/tmp/vt
 device_gpu_line "$out/gpu.txt"
 
 base=/tmp/vt/models/base
-python3 -m voicetune base-model --gguf "$gguf" --out "$base"
+python3 -m voicetune base-model --gguf "$DEVICE_SMOLLM2_GGUF" --out "$base"
 # prepared here when the machine lacks the ingest libraries: carry .carry/home/data/processed/<name>
 data="${DATA:-demo}"
 if [[ -d .carry/home/data/processed/$data ]]; then

@@ -417,6 +417,31 @@ def test_device_env_keeps_runs_offline_and_names_a_missing_wheelhouse(tmp_path):
         assert "source benchmarks/device_env.sh" in recipe.read_text(), recipe.name
 
 
+def test_device_env_joins_the_smollm2_gguf_halves_and_checks_the_size(tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "DEVICE_GGUF_PARTS": str(parts)}
+    source = f"source {REPO / 'benchmarks' / 'device_env.sh'}; "
+
+    def join() -> subprocess.CompletedProcess:
+        script = source + 'device_smollm2_gguf; echo "rc=$?"'
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+
+    proc = join()
+    assert proc.stdout.strip() == "rc=1" and "no GGUF halves" in proc.stderr
+    gguf = parts / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (parts / "part-00").write_bytes(b"x" * 1000)  # one half only
+    proc = join()
+    assert proc.stdout.strip() == "rc=1" and "expected 98362432" in proc.stderr
+    assert not gguf.exists()  # a wrong join is not left for the next call to trust
+    with open(parts / "part-01", "wb") as half:  # sparse: the two halves add up to the real size
+        half.truncate(98362432 - 1000)
+    proc = join()
+    assert proc.stdout.strip() == "rc=0", proc.stderr
+    with open(gguf, "rb") as joined:
+        assert gguf.stat().st_size == 98362432 and joined.read(1000) == b"x" * 1000
+
+
 @pytest.mark.slow
 def test_rendered_configs_pass_axolotls_own_validation(bench, tmp_path):
     """Every arm's YAML (and every variant) through Axolotl 0.19's schema, as on an H100 with torch 2.11."""
