@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the same setup/ scripts a user runs, then the dev extras) and runs
-# the whole suite: ruff, shellcheck, pytest (unit tests + one end-to-end run of the pipeline).
+# the whole suite: ruff, the import contracts, shellcheck, pytest (unit tests + one end-to-end run of the pipeline).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,6 +33,9 @@ constraints=()
 
 echo "==> ruff"
 "$VENV/bin/ruff" check .
+
+echo "==> import contracts (the pipeline's layers, pyproject.toml [tool.importlinter])"
+"$VENV/bin/lint-imports"
 
 echo "==> shellcheck"
 mapfile -t shell_scripts < <(find . -path ./.venv -prune -o -path ./.git -prune -o -name '*.sh' -print; echo .ci/run)

@@ -2,7 +2,7 @@
 """Voice benchmark: does the fine-tuned model write like the author, more than the base model does,
 without copying?
 
-A thin entry point for `voicetune benchmark` (voicetune/benchmark.py holds the logic; the flags are
+A thin entry point for `voicetune benchmark` (voicetune/voice/benchmark.py holds the logic; the flags are
 the same). Results go to benchmarks/results/<run>/: report.md, report.html, PNG plots, results.json
 (schema: docs/results_schema.md) and samples.md.
 
@@ -15,13 +15,8 @@ the same). Results go to benchmarks/results/<run>/: report.md, report.html, PNG 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO))
-
-from voicetune.benchmark import main  # noqa: E402
+from voicetune.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["benchmark", *sys.argv[1:]]))

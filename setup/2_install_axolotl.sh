@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Step 2: pin the installed torch in setup/constraints.txt, install the Axolotl that fits this Python and
-# torch (the table in voicetune/env/versions.py), then check torch did not change and torchao is there.
+# torch (the table in voicetune/machine/versions.py), then check torch did not change and torchao is there.
 set -euo pipefail
 # shellcheck source=setup/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

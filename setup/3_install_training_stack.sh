@@ -28,7 +28,7 @@ INSTALLED=0  # set when this run installed something (then pip check runs)
 
 step "flash-attn"
 fa_verify() {
-    PYTHONPATH="$ROOT" "$VPY" -m voicetune.doctor --check flash-attn
+    PYTHONPATH="$ROOT" "$VPY" -m voicetune doctor --check flash-attn
 }
 fa_fallback() {
     say "fallback: $1: flash-attn removed, training uses PyTorch SDPA (Axolotl: sdp_attention: true)"

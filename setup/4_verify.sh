@@ -22,7 +22,7 @@ parse_args "$USAGE" "${rest[@]+"${rest[@]}"}"
 require_venv
 
 if (( DRY_RUN )); then
-    say "would run: PYTHONPATH=$ROOT $VPY -m voicetune.doctor ${args[*]+"${args[*]}"}"
+    say "would run: PYTHONPATH=$ROOT $VPY -m voicetune doctor ${args[*]+"${args[*]}"}"
     exit 0
 fi
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VPY" -m voicetune.doctor "${args[@]+"${args[@]}"}"
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VPY" -m voicetune doctor "${args[@]+"${args[@]}"}"

@@ -48,7 +48,7 @@ plan_python() {
 
 # voicetune setup-plan STEP [flags]: runs from the checkout, needs nothing installed.
 plan() {
-    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$(plan_python)" -m voicetune.env.cli "$@"
+    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$(plan_python)" -m voicetune setup-plan "$@"
 }
 
 # Load a plan step's KEY='value' lines (shlex-quoted by the planner) into this shell.
@@ -56,7 +56,7 @@ load_plan() {
     local out extra=()
     # A dry run plans each step as if the steps before it had run (the planner looks ahead).
     if (( DRY_RUN )); then extra=(--dry-run); fi
-    out="$(plan "$@" "${extra[@]+"${extra[@]}"}")" || die "the setup planner failed: run 'PYTHONPATH=$ROOT python3 -m voicetune.env.cli $*' to see why"
+    out="$(plan "$@" "${extra[@]+"${extra[@]}"}")" || die "the setup planner failed: run 'PYTHONPATH=$ROOT python3 -m voicetune setup-plan $*' to see why"
     eval "$out"
 }
 

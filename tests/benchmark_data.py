@@ -23,9 +23,9 @@ from stylometry_data import DEMO, author_split, other_authors, shuffle_words
 
 @lru_cache(maxsize=1)
 def known_answer_results() -> dict[str, Any]:
-    from voicetune import benchmark as bm
-    from voicetune.lm_eval import WindowScores
-    from voicetune.stylometry import segment_words
+    from voicetune.voice import benchmark as bm
+    from voicetune.voice.perplexity import WindowScores
+    from voicetune.voice.stylometry import segment_words
 
     train, test = author_split()
     cfg = bm.resolve_settings(

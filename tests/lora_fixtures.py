@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voicetune.manifest import build_manifest, fingerprint, sha256_file, write_manifest
+from voicetune.core.artifacts import stored_path
+from voicetune.core.manifest import build_manifest, fingerprint, sha256_file, write_manifest
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -57,9 +58,10 @@ def make_run(
             settings={},
             inputs={},
             outputs=outputs,
-            adapter_dir=str(output),
-            base_model=str(base_dir),
-            data_dir=str(data_dir) if data_dir else None,
+            # stored as the train step stores them: relative to the run folder
+            adapter_dir=stored_path(output, run_dir),
+            base_model=stored_path(base_dir, run_dir),
+            data_dir=stored_path(data_dir, run_dir),
             quantized_4bit=quantized_4bit,
             profile="cpu-demo",
         ),

@@ -17,8 +17,8 @@ HELD_OUT_BOOK = "reginald.txt"
 
 
 def _clean(path: Path) -> str:
-    from voicetune.attribution import clean_raw_text
-    from voicetune.stylometry import read_text_file
+    from voicetune.voice.attribution import clean_raw_text
+    from voicetune.voice.stylometry import read_text_file
 
     return clean_raw_text(read_text_file(path))
 
@@ -35,14 +35,14 @@ def author_split() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 @lru_cache(maxsize=1)
 def other_authors() -> dict[str, list[str]]:
-    from voicetune.attribution import load_other_authors
+    from voicetune.voice.attribution import load_other_authors
 
     return load_other_authors(DEMO / "others")
 
 
 @lru_cache(maxsize=1)
 def author_profile():  # StyleProfile, imported lazily
-    from voicetune.stylometry import build_profile
+    from voicetune.voice.stylometry import build_profile
 
     return build_profile(author_split()[0])
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from stylometry_data import author_split, other_authors
 
-from voicetune import attribution as at
-from voicetune.errors import VoicetuneError
-from voicetune.stylometry import segment_words
+from voicetune.core.errors import VoicetuneError
+from voicetune.voice import attribution as at
+from voicetune.voice.stylometry import segment_words
 
 
 @pytest.fixture(scope="module")

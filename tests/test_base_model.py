@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from voicetune.base_model import find_demo_gguf
-from voicetune.errors import VoicetuneError
+from voicetune.core.errors import VoicetuneError
+from voicetune.model.base_model import find_demo_gguf
 
 
 def test_converted_folder_is_safetensors_with_a_chat_template(base_model_dir: Path) -> None:
@@ -35,7 +35,7 @@ def test_end_of_turn_is_the_eos_token(base_model_dir: Path) -> None:
 
 
 def test_rerun_is_a_no_op(base_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from voicetune.base_model import ensure_base_model
+    from voicetune.model.base_model import ensure_base_model
 
     before = (base_model_dir / "model.safetensors").stat().st_mtime_ns
     ensure_base_model(base_model_dir)
@@ -48,7 +48,7 @@ def test_missing_gguf_file_is_one_clear_error(tmp_path: Path) -> None:
 
     assert main(["base-model", "--gguf", str(tmp_path / "nope.gguf")]) == 1
     with pytest.raises(VoicetuneError):
-        from voicetune.base_model import run
+        from voicetune.model.base_model import run
 
         run(type("A", (), {"gguf": tmp_path / "nope.gguf", "out": None})())
 

@@ -13,11 +13,11 @@ import pytest
 from benchmark_data import known_answer_results
 from stylometry_data import author_split
 
-from voicetune import benchmark as bm
-from voicetune import scoring
-from voicetune.errors import MissingArtifactError, VoicetuneError
-from voicetune.manifest import write_manifest
-from voicetune.stylometry import sentences
+from voicetune.core.errors import MissingArtifactError, VoicetuneError
+from voicetune.core.manifest import write_manifest
+from voicetune.voice import benchmark as bm
+from voicetune.voice import scoring
+from voicetune.voice.stylometry import sentences
 
 # --------------------------------------------------------------------------- prompts
 
@@ -283,7 +283,7 @@ def test_script_help_is_instant_and_complete(repo_root: Path) -> None:
         assert flag in result.stdout
     # Help and logic load without torch: the model code is imported only when a run needs it.
     check = subprocess.run(
-        [sys.executable, "-c", "import sys, voicetune.benchmark; print('torch' in sys.modules)"],
+        [sys.executable, "-c", "import sys, voicetune.voice.benchmark; print('torch' in sys.modules)"],
         capture_output=True, text=True, timeout=60, cwd=repo_root,
     )  # fmt: skip
     assert check.stdout.strip() == "False"

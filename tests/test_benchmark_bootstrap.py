@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from voicetune import bootstrap as bs
+from voicetune.voice import bootstrap as bs
 
 
 def test_weights_are_reproducible_multiplicities() -> None:

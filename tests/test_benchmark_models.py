@@ -10,14 +10,14 @@ import pytest
 from lora_fixtures import shared_adapter
 from stylometry_data import DEMO, HELD_OUT_BOOK
 
-from voicetune import benchmark as bm
-from voicetune import lm_eval
+from voicetune.cli import main as cli_main
+from voicetune.voice import perplexity as pp
 
 
 @pytest.fixture(scope="module")
 def base(base_model_dir: Path) -> tuple[object, object]:
-    spec = lm_eval.resolve_model_path("base", base_model_dir)
-    return lm_eval.load_model(spec, "cpu")
+    spec = pp.resolve_model_path("base", base_model_dir)
+    return pp.load_model(spec, "cpu")
 
 
 TEXT = (
@@ -34,18 +34,16 @@ def test_perplexity_scores_every_token_once_and_matches_one_forward_pass(base: t
 
     model, tokenizer = base
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
-    one_window = lm_eval.perplexity_windows(
-        model, tokenizer, [TEXT], max_tokens=10_000, window=512, stride=256
-    )
+    one_window = pp.perplexity_windows(model, tokenizer, [TEXT], max_tokens=10_000, window=512, stride=256)
     assert int(one_window.tokens.sum()) == len(ids) - 1
     with torch.inference_mode():
         logits = model(torch.tensor([ids])).logits[0, :-1]
         expected = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum")
     assert one_window.nll.sum() == pytest.approx(float(expected), rel=1e-4)
     # Small windows: still every token once, each with context; the blocks are what the bootstrap uses.
-    sliding = lm_eval.perplexity_windows(model, tokenizer, [TEXT, TEXT], max_tokens=80, window=32, stride=16)
+    sliding = pp.perplexity_windows(model, tokenizer, [TEXT, TEXT], max_tokens=80, window=32, stride=16)
     assert int(sliding.tokens.sum()) == 80 - 2 and sliding.tokens.max() <= 128
-    again = lm_eval.perplexity_windows(model, tokenizer, [TEXT, TEXT], max_tokens=80, window=32, stride=16)
+    again = pp.perplexity_windows(model, tokenizer, [TEXT, TEXT], max_tokens=80, window=32, stride=16)
     assert list(again.nll) == list(sliding.nll)
     assert 1 < sliding.perplexity < 1000
 
@@ -54,13 +52,11 @@ def test_batched_generation_pads_on_the_left_and_is_seeded(base: tuple) -> None:
     model, tokenizer = base
     prompts = ["The aunt said that", "It was a long and tedious afternoon at the vicarage, and the curate"]
     greedy = {"temperature": 0.0, "add_special_tokens": True}
-    together = lm_eval.generate_continuations(model, tokenizer, prompts, 8, batch_size=2, **greedy)
-    alone = [
-        lm_eval.generate_continuations(model, tokenizer, [p], 8, batch_size=1, **greedy)[0] for p in prompts
-    ]
+    together = pp.generate_continuations(model, tokenizer, prompts, 8, batch_size=2, **greedy)
+    alone = [pp.generate_continuations(model, tokenizer, [p], 8, batch_size=1, **greedy)[0] for p in prompts]
     assert together == alone and all(together)
-    a = lm_eval.generate_continuations(model, tokenizer, prompts, 8, temperature=0.9, seed=11, batch_size=2)
-    b = lm_eval.generate_continuations(model, tokenizer, prompts, 8, temperature=0.9, seed=11, batch_size=2)
+    a = pp.generate_continuations(model, tokenizer, prompts, 8, temperature=0.9, seed=11, batch_size=2)
+    b = pp.generate_continuations(model, tokenizer, prompts, 8, temperature=0.9, seed=11, batch_size=2)
     assert a == b
 
 
@@ -68,11 +64,11 @@ def test_an_adapter_folder_names_its_base_and_changes_the_model(
     tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path, base: tuple
 ) -> None:
     adapter = shared_adapter(tmp_path_factory, base_model_dir)
-    spec = lm_eval.resolve_model_path("tuned", adapter)
+    spec = pp.resolve_model_path("tuned", adapter)
     assert spec.adapter_dir == adapter.resolve() and spec.model_dir == base_model_dir.resolve()
-    tuned, tokenizer = lm_eval.load_model(spec, "cpu")
-    base_ppl = lm_eval.perplexity_windows(*base, [TEXT], max_tokens=64, window=64, stride=64).perplexity
-    tuned_ppl = lm_eval.perplexity_windows(
+    tuned, tokenizer = pp.load_model(spec, "cpu")
+    base_ppl = pp.perplexity_windows(*base, [TEXT], max_tokens=64, window=64, stride=64).perplexity
+    tuned_ppl = pp.perplexity_windows(
         tuned, tokenizer, [TEXT], max_tokens=64, window=64, stride=64
     ).perplexity
     assert tuned_ppl != pytest.approx(base_ppl, rel=1e-6)
@@ -102,9 +98,9 @@ def test_benchmark_end_to_end_is_reproducible_and_then_up_to_date(
         "--prompts", "3", "--prompt-tokens", "32", "--max-new-tokens", "10", "--ppl-max-tokens", "96",
         "--device", "cpu", "--seed", "3",
     ]  # fmt: skip
-    assert bm.main(argv) == 0
+    assert cli_main(["benchmark", *argv]) == 0
     first = json.loads((out / "results.json").read_text())
-    assert bm.main([*argv, "--force"]) == 0
+    assert cli_main(["benchmark", *argv, "--force"]) == 0
     second = json.loads((out / "results.json").read_text())
     assert first["samples"] == second["samples"]
     assert first["measures"] == second["measures"]
@@ -116,5 +112,5 @@ def test_benchmark_end_to_end_is_reproducible_and_then_up_to_date(
     for name in ("report.md", "report.html", "results.json", "samples.md", "measures.png", "manifest.json"):
         assert (out / name).is_file(), name
     capsys.readouterr()
-    assert bm.main(argv) == 0
+    assert cli_main(["benchmark", *argv]) == 0
     assert "up to date" in capsys.readouterr().out

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from tests.prepare_fixtures import prose
-from voicetune.chunk import chunk_texts, sentence_spans, split_sentences, token_counts
+from voicetune.data.chunk import chunk_texts, sentence_spans, split_sentences, token_counts
 
 
 @pytest.fixture(scope="module")
 def tokenizer(base_model_dir: Path) -> Any:
-    from voicetune.prepare import load_tokenizer
+    from voicetune.data.prepare import load_tokenizer
 
     return load_tokenizer(base_model_dir)
 

@@ -4,7 +4,7 @@ redaction and sections, each on text shaped like the real thing."""
 from __future__ import annotations
 
 from tests.prepare_fixtures import OLD_FOOTER, OLD_HEADER, gutenberg_book, prose, wrap
-from voicetune.clean import (
+from voicetune.data.clean import (
     CleanOptions,
     clean_document,
     drop_toc,

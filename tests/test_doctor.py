@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from voicetune import doctor, gpu
+from voicetune.machine import doctor, gpu
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
@@ -94,7 +94,7 @@ def test_cli_json_and_table_on_this_machine():
     failed = [c for c in data["checks"] if c["status"] == "fail"]
     assert out.returncode == (1 if failed else 0)
     table = subprocess.run(
-        [sys.executable, "-m", "voicetune.doctor", "--check", "disk", "--check", "ram"],
+        [sys.executable, "-m", "voicetune", "doctor", "--check", "disk", "--check", "ram"],
         capture_output=True,
         text=True,
         env=env,

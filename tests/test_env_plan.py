@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from voicetune import gpu
-from voicetune.env import plan as P
-from voicetune.env import versions as V
-from voicetune.env.probe import PythonInfo, info_from_json, probe_python
+from voicetune.machine import gpu
+from voicetune.machine import plan as P
+from voicetune.machine import versions as V
+from voicetune.machine.probe import PythonInfo, info_from_json, probe_python
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 REPO = Path(__file__).resolve().parents[1]
@@ -337,7 +337,7 @@ def _cli(*args: str, fake: str | None = None, venv: str | None = None) -> subpro
     if venv:
         env["VOICETUNE_VENV"] = venv
     return subprocess.run(
-        [sys.executable, "-m", "voicetune.env.cli", *args],
+        [sys.executable, "-m", "voicetune", "setup-plan", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -366,7 +366,7 @@ def test_cli_json_plan_for_a_fresh_5090_wsl_box(tmp_path):
 
 
 def test_declared_dependencies_of_this_checkout():
-    from voicetune.env.cli import declared_dependencies
+    from voicetune.machine.setup_plan import declared_dependencies
 
     names = declared_dependencies(REPO)
     assert "pyyaml" in [n.lower() for n in names] and "gguf" in names  # [demo] extra included
@@ -374,7 +374,7 @@ def test_declared_dependencies_of_this_checkout():
 
 
 def test_cli_record_is_idempotent(tmp_path, monkeypatch):
-    from voicetune.env import cli
+    from voicetune.machine import setup_plan as cli
 
     monkeypatch.setenv("VOICETUNE_VENV", str(tmp_path / "venv"))
     (tmp_path / "setup").mkdir()

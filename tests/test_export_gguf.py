@@ -12,9 +12,9 @@ import pytest
 from lora_fixtures import make_data_dir, make_run, shared_adapter
 
 from voicetune.cli import main
-from voicetune.errors import VoicetuneError
-from voicetune.export_gguf import CONVERTER, modelfile
-from voicetune.export_gguf import main as export_main
+from voicetune.cli import main as cli_main
+from voicetune.core.errors import VoicetuneError
+from voicetune.model.export import CONVERTER, modelfile
 
 
 def test_without_llama_cpp_it_prints_the_exact_commands(
@@ -22,7 +22,7 @@ def test_without_llama_cpp_it_prints_the_exact_commands(
 ) -> None:
     import argparse
 
-    from voicetune import export_gguf
+    from voicetune.model import export as export_gguf
 
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
     model = tmp_path / "merged_models" / "mine"
@@ -57,7 +57,7 @@ def test_exported_gguf_reproduces_the_merged_model(
     tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Real conversion with llama.cpp's script, then the GGUF loaded back by transformers."""
-    from voicetune.export_gguf import compare_logits
+    from voicetune.model.export import compare_logits
 
     home = tmp_path_factory.mktemp("gguf home")
     data = make_data_dir(home, ["x"], ["The sea was calm."])
@@ -65,7 +65,7 @@ def test_exported_gguf_reproduces_the_merged_model(
     (home / "empty.yaml").write_text("{}\n")
     monkeypatch.setenv("VOICETUNE_HOME", str(home))
     assert main(["merge", "--run", "demo", "--config", str(home / "empty.yaml")]) == 0
-    assert export_main(["--run", "demo", "--outtype", "f32"]) == 0
+    assert cli_main(["export-gguf", "--run", "demo", "--outtype", "f32"]) == 0
     out = home / "merged_models" / "demo-gguf"
     gguf = out / "demo-f32.gguf"
     assert gguf.stat().st_size > 100 << 20

@@ -1,5 +1,5 @@
 """`voicetune generate`: prompts worded exactly like the training pairs, the model's chat template,
-streaming, and best-of-N reranking by stylometric distance (the real `voicetune.stylometry`)."""
+streaming, and best-of-N reranking by stylometric distance (the real `voicetune.voice.stylometry`)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,11 @@ from pathlib import Path
 import pytest
 from lora_fixtures import make_data_dir, make_run, shared_adapter
 
-from voicetune import pairs
 from voicetune.cli import main
-from voicetune.errors import VoicetuneError
-from voicetune.generate import (
-    PromptFormat,
-    build_messages,
-    choose_best,
-    prompt_format,
-    render_prompt,
-    rerank,
-    resolve_source,
-)
+from voicetune.core import prompting as pairs
+from voicetune.core.errors import VoicetuneError
+from voicetune.core.prompting import PromptFormat, build_messages, render_prompt
+from voicetune.model.generate import choose_best, prompt_format, rerank, resolve_source
 
 REPO = Path(__file__).resolve().parent.parent
 AUTHOR = REPO / "data" / "demo" / "author"
@@ -51,7 +44,7 @@ def _gutenberg_body(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def profile():  # -> StyleProfile
-    from voicetune.stylometry import build_profile
+    from voicetune.voice.stylometry import build_profile
 
     return build_profile([_gutenberg_body(AUTHOR / "reginald.txt")])
 
@@ -111,7 +104,7 @@ def test_messages_are_worded_like_the_training_pairs() -> None:
 
 def test_prompt_format_comes_from_the_data_manifest(tmp_path: Path) -> None:
     """The wording recorded when the data was prepared wins over today's defaults."""
-    from voicetune.manifest import build_manifest, write_manifest
+    from voicetune.core.manifest import build_manifest, write_manifest
 
     data = tmp_path / "data"
     templates = {"continue": "Go on: {opening}", "write": "{words} words: {brief}", "rewrite": "Fix {source}"}

@@ -1,4 +1,4 @@
-"""voicetune.gpu: parsing nvidia-smi and host readings, on captured-style outputs (no GPU needed)."""
+"""voicetune.machine.gpu: parsing nvidia-smi and host readings, on captured-style outputs (no GPU needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from voicetune import gpu
+from voicetune.machine import gpu
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 

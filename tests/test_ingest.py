@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.prepare_fixtures import bad_corpus, good_corpus, prose, write_pdf
-from voicetune.ingest import READERS, Candidate, discover, load_bytes, read_corpus
-from voicetune.ingest.base import UnusableFile
-from voicetune.ingest.text import decode_bytes
+from voicetune.data.ingest import READERS, Candidate, discover, load_bytes, read_corpus
+from voicetune.data.ingest.base import UnusableFile
+from voicetune.data.ingest.text import decode_bytes
 
 
 def _read(root: Path, max_bytes: int = 10_000_000):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from voicetune.errors import MissingArtifactError, VoicetuneError
-from voicetune.manifest import (
+from voicetune.core.errors import MissingArtifactError, VoicetuneError
+from voicetune.core.manifest import (
     atomic_output_dir,
     build_manifest,
     exclusive_lock,
@@ -75,7 +75,7 @@ def test_killed_writer_leaves_no_trusted_artifact(tmp_path: Path) -> None:
     """SIGKILL while the artifact is being written: the target never appears, the leftover is swept."""
     target = tmp_path / "artifact"
     script = (
-        "import sys, time; from pathlib import Path; from voicetune.manifest import atomic_output_dir\n"
+        "import sys, time; from pathlib import Path; from voicetune.core.manifest import atomic_output_dir\n"
         f"with atomic_output_dir(Path({str(target)!r})) as tmp:\n"
         "    (tmp / 'part').write_text('x'); print('writing', flush=True); time.sleep(60)\n"
     )
@@ -91,7 +91,7 @@ def test_killed_writer_leaves_no_trusted_artifact(tmp_path: Path) -> None:
 def test_second_writer_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "run"
     script = (
-        "import time; from pathlib import Path; from voicetune.manifest import exclusive_lock\n"
+        "import time; from pathlib import Path; from voicetune.core.manifest import exclusive_lock\n"
         f"with exclusive_lock(Path({str(target)!r}), 'training'):\n"
         "    print('locked', flush=True); time.sleep(60)\n"
     )
@@ -121,7 +121,7 @@ def test_disk_full_is_reported_and_leaves_nothing(tmp_path: Path) -> None:
     """/dev/full answers every write with ENOSPC: the real kernel error, no mock."""
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")
-    from voicetune.manifest import _os_error_to_voicetune
+    from voicetune.core.manifest import _os_error_to_voicetune
 
     with pytest.raises(OSError) as caught, open("/dev/full", "wb") as full:
         full.write(b"x" * 65536)

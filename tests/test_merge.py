@@ -16,8 +16,8 @@ import pytest
 from lora_fixtures import make_data_dir, make_lora_adapter, make_run, make_tiny_llama, shared_adapter
 
 from voicetune.cli import main
-from voicetune.errors import VoicetuneError
-from voicetune.manifest import sha256_file
+from voicetune.core.errors import VoicetuneError
+from voicetune.core.manifest import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_TEXTS = [
@@ -113,8 +113,9 @@ def test_merge_writes_a_complete_model_and_passes_parity(
     assert not list(merged.glob("*.bin")), "pickled weights must never be written"
     manifest = json.loads((merged / "manifest.json").read_text())
     assert manifest["step"] == "merge"
-    assert manifest["base_model"] == str(base_model_dir)
-    assert manifest["data_dir"] == str(home / "data" / "processed" / "demo")
+    # paths are stored relative to the merged folder (portable), and the reader resolves them
+    assert (merged / manifest["base_model"]).resolve() == base_model_dir.resolve()
+    assert (merged / manifest["data_dir"]).resolve() == (home / "data" / "processed" / "demo").resolve()
     assert manifest["dtype"] == "fp32"  # auto: the demo base is stored in fp32
     parity = manifest["parity"]
     assert parity["passed"] and parity["prompts"] == len(TEST_TEXTS)
@@ -164,7 +165,7 @@ def test_failed_parity_removes_the_output_and_exits_non_zero(
 ) -> None:
     """A merge that silently drops the adapter (PEFT's unload: wrappers removed, nothing folded) is
     caught by the logit comparison, and nothing is left behind."""
-    import voicetune.merge as merge_module
+    import voicetune.model.merge as merge_module
 
     monkeypatch.setattr(merge_module, "fold_adapter", lambda peft_model: peft_model.unload())
     out = home / "merged_models" / "broken"
@@ -190,7 +191,7 @@ def test_truncated_adapter_is_refused_naming_the_file(
 def test_missing_adapter_config_is_refused_naming_the_file(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from voicetune.merge import validate_adapter_dir
+    from voicetune.model.merge import validate_adapter_dir
 
     run = _clone_run(home, "demo", "noconfig")
     (run / "output" / "adapter_config.json").unlink()
@@ -221,7 +222,7 @@ def test_pickled_adapter_is_refused_unless_allowed(home: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from voicetune.merge import validate_adapter_dir
+    from voicetune.model.merge import validate_adapter_dir
 
     folder = home / "pickled-adapter"
     folder.mkdir()
@@ -250,7 +251,7 @@ def test_adapter_of_another_base_is_refused(
 def test_same_shapes_but_other_weights_are_refused_by_the_declared_base(tmp_path: Path) -> None:
     """Two bases with identical shapes (think base vs instruct): the adapter_config's recorded base
     decides; a copy of the right base (other folder, same weights) is fine."""
-    from voicetune.merge import check_adapter_matches_base, validate_adapter_dir
+    from voicetune.model.merge import check_adapter_matches_base, validate_adapter_dir
 
     base_a = make_tiny_llama(tmp_path / "a", seed=1)
     base_b = make_tiny_llama(tmp_path / "b", seed=2)
@@ -265,8 +266,8 @@ def test_same_shapes_but_other_weights_are_refused_by_the_declared_base(tmp_path
 def test_too_small_disk_is_refused_before_writing(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], base_model_dir: Path
 ) -> None:
-    import voicetune.merge as merge_module
-    from voicetune.merge import estimate_output_bytes
+    import voicetune.model.merge as merge_module
+    from voicetune.model.merge import estimate_output_bytes
 
     fp32 = estimate_output_bytes(base_model_dir, "fp32")
     assert abs(fp32 - (base_model_dir / "model.safetensors").stat().st_size) < 0.02 * fp32
@@ -323,7 +324,7 @@ def test_nf4_round_trip_is_bitsandbytes_own(base_model_dir: Path) -> None:
     import bitsandbytes.functional as bnbf
     import torch
 
-    from voicetune.merge import dequantize_nf4_
+    from voicetune.model.merge import dequantize_nf4_
 
     layer = torch.nn.Linear(576, 192, bias=False)
     original = layer.weight.detach().clone()
@@ -342,12 +343,15 @@ def test_script_help_and_dry_run() -> None:
     shown = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0
     assert "QLoRA" in shown.stdout and "--base-weights" in shown.stdout
+    # --dry-run belongs to the verb (not re-implemented in bash): a run that never trained is one line
     dry = subprocess.run([str(script), "--run", "x", "--dry-run"], capture_output=True, text=True, timeout=60)
-    assert dry.returncode == 0 and "voicetune merge --run x" in dry.stdout
+    assert dry.returncode == 2 and "voicetune merge --run x --dry-run" in dry.stdout
+    assert dry.stderr.strip().startswith("error:") and "2_train_lora.sh" in dry.stderr
+    assert len(dry.stderr.strip().splitlines()) == 1
 
 
 def test_declared_hub_id_conflicts_only_when_informative(tmp_path: Path) -> None:
-    from voicetune.merge import declared_base_conflict
+    from voicetune.model.merge import declared_base_conflict
 
     base = tmp_path / "models" / "base"
     base.mkdir(parents=True)

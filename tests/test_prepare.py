@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.prepare_fixtures import good_corpus, prose, write_html
-from voicetune.errors import MissingArtifactError, VoicetuneError
-from voicetune.prepare import DataSettings, PrepareResult, load_tokenizer, prepare_corpus
+from voicetune.core.errors import MissingArtifactError, VoicetuneError
+from voicetune.data.prepare import DataSettings, PrepareResult, load_tokenizer, prepare_corpus
 
 SEQ = 256
 
@@ -66,7 +66,8 @@ def test_prepare_writes_axolotl_ready_splits_with_a_manifest(
 
     manifest = json.loads((out / "manifest.json").read_text())
     settings = manifest["settings"]
-    assert settings["name"] == "t" and settings["base_model"] == str(base_model_dir)
+    assert settings["name"] == "t"
+    assert (out / settings["base_model"]).resolve() == base_model_dir.resolve()  # stored relative to out
     assert settings["sequence_len"] == SEQ and settings["format"] == "chat_template"
     assert settings["modes"] == ["continue", "write", "rewrite"] and settings["seed"] == 42
     assert set(manifest["inputs"]) >= {"book.txt", "notes.md", "nested/essay.pdf", "nested/deeper/novel.epub"}

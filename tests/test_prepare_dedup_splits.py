@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tests.prepare_fixtures import prose
-from voicetune.dedup import find_duplicates
-from voicetune.splits import DocumentText, assign, plan_split, section_units, unit_filename
+from voicetune.data.dedup import find_duplicates
+from voicetune.data.splits import DocumentText, assign, plan_split, section_units, unit_filename
 
 
 def test_exact_and_near_duplicates_are_found_and_the_priority_copy_kept() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tests.prepare_fixtures import prose
-from voicetune.chunk import Chunk, split_sentences, token_counts
-from voicetune.pairs import (
+from voicetune.data.chunk import Chunk, split_sentences, token_counts
+from voicetune.data.pairs import (
     PairSettings,
     assign_modes,
     build_examples,
@@ -85,7 +85,7 @@ def test_degrade_makes_a_plain_version_and_keeps_paragraphs() -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer(base_model_dir: Path) -> Any:
-    from voicetune.prepare import load_tokenizer
+    from voicetune.data.prepare import load_tokenizer
 
     return load_tokenizer(base_model_dir)
 

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from voicetune.privacy import apply_private_env
+from voicetune.core.privacy import apply_private_env
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -27,8 +27,8 @@ from lora_fixtures import make_data_dir, make_run, shared_adapter
 
 from tests.prepare_fixtures import bad_corpus
 from voicetune.cli import main
-from voicetune.errors import VoicetuneError
-from voicetune.manifest import atomic_output_dir, remove_stale_temporaries, require_manifest, sha256_file
+from voicetune.core.errors import VoicetuneError
+from voicetune.core.manifest import atomic_output_dir, remove_stale_temporaries, require_manifest, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 BOOKS = sorted((REPO / "data" / "demo" / "author").glob("*.txt"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from benchmark_data import known_answer_results
 
-from voicetune import report
+from voicetune.voice import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

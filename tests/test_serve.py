@@ -1,4 +1,4 @@
-"""training/4_serve.sh: vLLM's OpenAI server on the merged model when vLLM is there, one clear line
+"""training/5_serve.sh: vLLM's OpenAI server on the merged model when vLLM is there, one clear line
 when it is not. vLLM cannot run here (no GPU), so one test puts a stand-in `vllm` package on the
 path that only records how it was started: that proves the command and the environment we hand over."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "training" / "4_serve.sh"
+SCRIPT = REPO / "training" / "5_serve.sh"
 
 
 @pytest.fixture()

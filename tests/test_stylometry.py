@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from stylometry_data import author_profile, author_split, other_authors, shuffle_words
 
-from voicetune import stylometry as st
-from voicetune.errors import VoicetuneError
+from voicetune.core.errors import VoicetuneError
+from voicetune.voice import stylometry as st
 
 # --------------------------------------------------------------------------- tokenisation
 

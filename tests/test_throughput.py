@@ -1,7 +1,7 @@
 """The training-throughput benchmark's CPU paths: FLOP and MFU arithmetic with known answers, the
 8B shape's config, nvidia-smi parsing, step summaries, the Axolotl configs the arms render, and
-`--dry-run` / `--help` of benchmarks/2_training_throughput.py. The GPU measurement itself runs on
-the lent GPU (benchmarks/gpu_throughput.sh); a CPU smoke run of the whole pipeline is marked slow."""
+`--dry-run` / `--help` of benchmarks/perf/training_throughput.py. The GPU measurement itself runs on
+the lent GPU (benchmarks/perf/gpu_throughput.sh); a CPU smoke run of the whole pipeline is marked slow."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from voicetune import throughput as tp
+import throughput as tp
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "2_training_throughput.py"
+SCRIPT = REPO / "benchmarks" / "perf" / "training_throughput.py"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,7 @@ def test_the_8b_config_builds_the_real_llama_architecture():
 
 
 def test_counts_agree_with_the_vram_estimator_shape():
-    vram = pytest.importorskip("voicetune.vram")
+    vram = pytest.importorskip("voicetune.train.vram")
     shape = vram.ModelShape.from_config(tp.LLAMA_31_8B.llama_config_kwargs())
     assert shape.total_params == tp.param_counts(tp.LLAMA_31_8B).total
     assert vram.lora_param_count(shape, 64, list(tp.LORA_TARGETS_7)) == tp.param_counts(tp.LLAMA_31_8B).lora
@@ -318,9 +317,9 @@ def test_compare_checks_the_issue_targets(bench):
         "c peak allocated (training steps)": True,
         "c estimator error": True,
     }
-    table = tp.render_markdown({**results, "command": "python benchmarks/2_training_throughput.py"})
+    table = tp.render_markdown({**results, "command": "python benchmarks/perf/training_throughput.py"})
     assert "| (c) voicetune profile via Axolotl | — × — | 4,300 |" in table
-    assert "Command: `python benchmarks/2_training_throughput.py`" in table
+    assert "Command: `python benchmarks/perf/training_throughput.py`" in table
     assert "c peak allocated (process): 7.40 GiB (target <= 7.0 GiB): missed" in table
 
 
@@ -387,7 +386,7 @@ def test_dry_run_error_is_one_line():
 
 
 def test_gpu_recipe_script_help_and_dry_run(tmp_path):
-    recipe = REPO / "benchmarks" / "gpu_throughput.sh"
+    recipe = REPO / "benchmarks" / "perf" / "gpu_throughput.sh"
     env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "OUT": str(tmp_path)}
     assert subprocess.run(["bash", str(recipe), "--help"], capture_output=True, env=env).returncode == 0
     proc = subprocess.run(
@@ -402,9 +401,9 @@ def test_gpu_recipe_script_help_and_dry_run(tmp_path):
 
 
 def test_device_env_keeps_runs_offline_and_names_a_missing_wheelhouse(tmp_path):
-    # what every benchmarks/gpu_*.sh sources on the lent GPU machine
+    # what every benchmarks/perf/gpu_*.sh sources on the lent GPU machine
     script = (
-        f"source {REPO / 'benchmarks' / 'device_env.sh'}; device_export_env; "
+        f"source {REPO / 'benchmarks' / 'perf' / 'device_env.sh'}; device_export_env; "
         'echo "$PYTHONPATH|$HF_HUB_OFFLINE|$AXOLOTL_DO_NOT_TRACK|$WANDB_MODE|$NCCL_NVLS_ENABLE"; '
         "device_install_wheelhouse; echo rc=$?"
     )
@@ -413,15 +412,15 @@ def test_device_env_keeps_runs_offline_and_names_a_missing_wheelhouse(tmp_path):
     first, last = proc.stdout.strip().splitlines()
     assert first == f"{tmp_path / 'site'}:{tmp_path}|1|1|disabled|0"
     assert last == "rc=1" and "no .wheelhouse here" in proc.stderr
-    for recipe in sorted((REPO / "benchmarks").glob("gpu_*.sh")):
-        assert "source benchmarks/device_env.sh" in recipe.read_text(), recipe.name
+    for recipe in sorted((REPO / "benchmarks" / "perf").glob("gpu_*.sh")):
+        assert "source benchmarks/perf/device_env.sh" in recipe.read_text(), recipe.name
 
 
 def test_device_env_joins_the_smollm2_gguf_halves_and_checks_the_size(tmp_path):
     parts = tmp_path / "parts"
     parts.mkdir()
     env = {"PATH": "/usr/bin:/bin", "DEVICE_GGUF_PARTS": str(parts)}
-    source = f"source {REPO / 'benchmarks' / 'device_env.sh'}; "
+    source = f"source {REPO / 'benchmarks' / 'perf' / 'device_env.sh'}; "
 
     def join() -> subprocess.CompletedProcess:
         script = source + 'device_smollm2_gguf; echo "rc=$?"'
@@ -542,9 +541,8 @@ def test_plain_baseline_trains_in_train_mode_with_checkpointing(bench, tmp_path)
     sequential order, the step count, a finite loss, and the pitfall — train mode, so that gradient
     checkpointing is really on."""
     pytest.importorskip("peft")
+    from plain_qlora import PlainSettings, train
     from transformers import TrainerCallback
-
-    from voicetune.plain_qlora import PlainSettings, train
 
     tokenizer_dir, _ = bench.ensure_tokenizer(tmp_path)
     model_dir = tmp_path / "tiny"
@@ -593,7 +591,7 @@ def test_plain_baseline_trains_in_train_mode_with_checkpointing(bench, tmp_path)
 
 def test_collate_pads_right_and_masks_labels():
     torch = pytest.importorskip("torch")
-    from voicetune.plain_qlora import collate
+    from plain_qlora import collate
 
     batch = collate([{"input_ids": [5, 6, 7]}, {"input_ids": [8]}], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
@@ -604,13 +602,24 @@ def test_collate_pads_right_and_masks_labels():
 
 def test_random_8b_builder_saves_a_loadable_model_with_its_tokenizer(tmp_path, base_model_dir):
     # the GPU recipes' builder, at a tiny size on the CPU (the 8B shape itself is checked above)
-    spec = importlib.util.spec_from_file_location("random_llama8b", REPO / "benchmarks" / "random_llama8b.py")
+    spec = importlib.util.spec_from_file_location(
+        "random_llama8b", REPO / "benchmarks" / "perf" / "random_llama8b.py"
+    )
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
-    out = module.build(tmp_path / "m", base_model_dir, device="cpu", hidden_size=64, intermediate_size=128,
-                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                       vocab_size=49152)
+    out = module.build(
+        tmp_path / "m",
+        base_model_dir,
+        device="cpu",
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        vocab_size=49152,
+    )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(out)

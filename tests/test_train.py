@@ -7,12 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import throughput
 
-from voicetune import axolotl_config as ac
-from voicetune import preflight, throughput, vram
-from voicetune.train import cpu_val_sample, launch_command
+from voicetune.train import axolotl_config as ac
+from voicetune.train import preflight, vram
+from voicetune.train.train import cpu_val_sample, launch_command
 
-# the shapes voicetune.throughput defines (checked there against the real models' parameter counts)
+# the shapes throughput defines (checked there against the real models' parameter counts)
 LLAMA_8B = vram.ModelShape.from_config(throughput.LLAMA_31_8B.llama_config_kwargs())
 
 
@@ -332,7 +333,7 @@ def test_rendered_eval_batch_fits_memory_on_a_gpu(tmp_path: Path, base_model_dir
 
 def test_log_watcher_keeps_training_and_evaluation_peaks_apart() -> None:
     # The real Axolotl log of the H200 SmolLM2 run: it resets the peak counter at every log.
-    from voicetune.train import LogWatcher
+    from voicetune.train.train import LogWatcher
 
     log = Path(__file__).parents[1] / "benchmarks/results/gpu-h200-smollm2/train.log"
     watcher = LogWatcher()
@@ -347,7 +348,7 @@ def test_log_watcher_keeps_training_and_evaluation_peaks_apart() -> None:
 def test_fused_eval_loss_plugin_asks_for_the_loss_alone() -> None:
     # The plugin runs inside Axolotl's trainer; here its wrapper gets a stand-in prediction_step
     # that records what the model would be called with (no GPU for Liger's kernels in CI).
-    from voicetune.fused_eval_loss import loss_only_prediction_step
+    from voicetune.train.fused_eval_loss import loss_only_prediction_step
 
     seen: list[dict] = []
     step = loss_only_prediction_step(lambda model, inputs, loss_only, ignore_keys=None: seen.append(inputs))
@@ -358,7 +359,7 @@ def test_fused_eval_loss_plugin_asks_for_the_loss_alone() -> None:
 
 
 def test_every_gpu_profile_evaluates_with_the_fused_loss() -> None:
-    from voicetune.fused_eval_loss import NAME
+    from voicetune.train.fused_eval_loss import NAME
 
     for profile in ac.PROFILES:
         cfg = ac.load_profile(profile)
@@ -410,7 +411,7 @@ def test_fused_eval_loss_only_for_models_liger_patched(monkeypatch: pytest.Monke
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from voicetune.fused_eval_loss import accepts_skip_logits
+    from voicetune.train.fused_eval_loss import accepts_skip_logits
 
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -454,7 +455,7 @@ def test_cards_without_bf16_keep_lora_weights_in_fp32(base_model_dir: Path) -> N
     import dataclasses
     from types import SimpleNamespace
 
-    from voicetune.train import choose_profile
+    from voicetune.train.train import choose_profile
 
     turing = dataclasses.replace(_card(7.6), compute_capability=(7, 5))
     inputs = SimpleNamespace(base_model=base_model_dir, overrides={}, data_sequence_len=256,

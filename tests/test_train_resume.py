@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.train_data import write_prepared
-from voicetune import resume
+from voicetune.train import resume
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -166,7 +166,7 @@ def test_the_plugin_restores_the_lr_schedule_of_a_portable_checkpoint(tmp_path: 
     torch.save(trained.state_dict(), checkpoint / "scheduler.pt")
     portable = resume.portable_checkpoint(checkpoint, tmp_path / "portable", "2 -> 1")
 
-    from voicetune.axolotl_plugin import PortableResume
+    from voicetune.train.axolotl_plugin import PortableResume
 
     callbacks = PortableResume().add_callbacks_post_trainer({"resume_from_checkpoint": str(portable)}, None)
     assert len(callbacks) == 1

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from voicetune.manifest import build_manifest, fingerprint, sha256_file, write_manifest
+from voicetune.core.manifest import build_manifest, fingerprint, sha256_file, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK = REPO / "data" / "demo" / "author" / "reginald.txt"

@@ -19,25 +19,11 @@ base + adapter and through the merged model; if their logits differ by more than
 output is removed and the script exits non-zero. Re-running with the same adapter, base and settings
 says "up to date" and does nothing.
 
-  --dry-run   print the command, run nothing
+  --dry-run   say what would be merged, write nothing
   --help      this text, then every flag of 'voicetune merge'
 USAGE
 }
 
 show_help_if_asked voicetune merge -- "$@"
-args=()
-dry_run=0
-for arg in "$@"; do
-    case "$arg" in
-        --dry-run) dry_run=1 ;;
-        *) args+=("$arg") ;;
-    esac
-done
-
-command=("$PY" -m voicetune merge "${args[@]}")
-if (( dry_run )); then
-    printf 'would run:'; printf ' %q' "${command[@]}"; printf '\n'
-    exit 0
-fi
-echo "==> merge: voicetune merge ${args[*]}"
-exec "${command[@]}"
+echo "==> merge: voicetune merge $*"
+exec "$PY" -m voicetune merge "$@"

@@ -13,20 +13,20 @@ import sys
 from collections.abc import Sequence
 
 from voicetune import __version__
-from voicetune.errors import VoicetuneError
+from voicetune.core.errors import VoicetuneError
 
 # verb -> (module, one-line help). Order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("voicetune.doctor", "check GPU, drivers, torch, Axolotl, flash-attn, disk and RAM"),
-    "setup-plan": ("voicetune.env.cli", "print the install plan for this machine (used by setup/)"),
-    "base-model": ("voicetune.base_model", "build the embedded demo base model (no hub download)"),
-    "prepare": ("voicetune.prepare", "writing samples -> clean, chunked train/val/test JSONL"),
-    "train": ("voicetune.train", "LoRA/QLoRA fine-tuning through Axolotl"),
-    "merge": ("voicetune.merge", "merge a trained adapter into its base model, with a parity check"),
-    "generate": ("voicetune.generate", "write, continue or rewrite in the learned voice"),
-    "benchmark": ("voicetune.benchmark", "base vs fine-tuned vs the author: stylometry report"),
-    "serve": ("voicetune.serve", "serve a merged model with vLLM's OpenAI-compatible server"),
-    "export-gguf": ("voicetune.export_gguf", "export a merged model to GGUF for llama.cpp / Ollama"),
+    "doctor": ("voicetune.machine.doctor", "check GPU, drivers, torch, Axolotl, flash-attn, disk and RAM"),
+    "setup-plan": ("voicetune.machine.setup_plan", "print this machine's install plan (used by setup/)"),
+    "base-model": ("voicetune.model.base_model", "build the embedded demo base model (no hub download)"),
+    "prepare": ("voicetune.data.prepare", "writing samples -> clean, chunked train/val/test JSONL"),
+    "train": ("voicetune.train.train", "LoRA/QLoRA fine-tuning through Axolotl"),
+    "merge": ("voicetune.model.merge", "merge a trained adapter into its base model, with a parity check"),
+    "generate": ("voicetune.model.generate", "write, continue or rewrite in the learned voice"),
+    "benchmark": ("voicetune.voice.benchmark", "base vs fine-tuned vs the author: stylometry report"),
+    "serve": ("voicetune.model.serve", "serve a merged model with vLLM's OpenAI-compatible server"),
+    "export-gguf": ("voicetune.model.export", "export a merged model to GGUF for llama.cpp / Ollama"),
 }
 
 

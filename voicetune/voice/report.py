@@ -1,0 +1,543 @@
+"""The benchmark's report: results.json, report.md, report.html, samples.md and PNG plots.
+
+Pure rendering of the results dictionary that `voicetune.voice.benchmark.run_benchmark` returns (schema in
+docs/results_schema.md): no model, no torch. The Markdown and the HTML say the same things; the HTML
+embeds its plots (base64 PNG) and needs no JavaScript, so it can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from voicetune.core.manifest import write_json_atomic, write_text_atomic
+
+PLOTS = {
+    "measures.png": "Every measure, per model, with 95% bootstrap intervals (the author's own held-out "
+    "continuations in grey: the ceiling).",
+    "attribution.png": "Share of continuations attributed to the author (dashed: chance).",
+    "sentence_lengths.png": "Sentence-length distributions (cumulative), pooled over prompts.",
+    "profiles.png": "Punctuation per 100 words and the author's 20 commonest function words.",
+}
+VERDICT_WORDS = {
+    "better": "yes",
+    "worse": "no (worse)",
+    "no clear difference": "not clearly",
+    "not measured": "not measured",
+}
+
+
+# ------------------------------------------------------------------------------------ formatting
+
+
+def fmt_number(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if abs(x) >= 100:
+        return f"{x:,.1f}"
+    if abs(x) >= 10:
+        return f"{x:.2f}"
+    return f"{x:.{digits}f}"
+
+
+def fmt_estimate(entry: Mapping[str, Any] | None, percent: bool = False) -> str:
+    """'0.412 [0.37, 0.45]' (or as percentages)."""
+    if not entry or entry.get("value") is None:
+        return "n/a"
+
+    def f(x: float | None) -> str:
+        if x is None:
+            return "n/a"
+        return f"{100 * x:.0f}%" if percent else fmt_number(x)
+
+    low, high = entry.get("ci_low"), entry.get("ci_high")
+    interval = f" [{f(low)}, {f(high)}]" if low is not None and high is not None else ""
+    return f"{f(entry['value'])}{interval}"
+
+
+def _is_share(measure: Mapping[str, Any]) -> bool:
+    return measure.get("unit") == "share"
+
+
+def direction_words(direction: str) -> str:
+    return {"lower": "lower", "higher": "higher", "closer": "closer to author"}[direction]
+
+
+def systems_in_order(results: Mapping[str, Any]) -> list[str]:
+    return [m["name"] for m in results["models"]] + [results["reference"]]
+
+
+def challengers(results: Mapping[str, Any]) -> list[str]:
+    return [m["name"] for m in results["models"] if m["name"] != results["baseline"]]
+
+
+def comparison(results: Mapping[str, Any], measure: str, model: str) -> Mapping[str, Any] | None:
+    for c in results["comparisons"]:
+        if c["measure"] == measure and c["model"] == model:
+            return c
+    return None
+
+
+# ------------------------------------------------------------------------------------ tables
+
+
+def results_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Measure | better | each system's value [CI] | each challenger - baseline [CI] and verdict."""
+    baseline = results["baseline"]
+    systems = systems_in_order(results)
+    heads = ["Measure", "Better"] + [f"{s}" for s in systems]
+    for model in challengers(results):
+        heads += [f"{model} − {baseline} [95% CI]", f"{model} beats {baseline}?"]
+    rows = []
+    for key, m in results["measures"].items():
+        share = _is_share(m)
+        row = [m["label"], direction_words(m["direction"])]
+        row += [fmt_estimate(m["values"].get(s), share) for s in systems]
+        for model in challengers(results):
+            c = comparison(results, key, model)
+            if c is None:
+                row += ["n/a", "n/a"]
+                continue
+            diff = fmt_estimate(c["difference"], share)
+            if c["difference_of"] == "gap to author":
+                diff += " (gap)"
+            row += [diff, VERDICT_WORDS[c["verdict"]]]
+        rows.append(row)
+    return heads, rows
+
+
+def tests_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    heads = [
+        "System",
+        "Sentences",
+        "Sentence lengths KS D (p)",
+        "Punctuation χ² (p)",
+        "Function words χ² (p)",
+    ]
+    rows = []
+
+    def stat(entry: Mapping[str, Any]) -> str:
+        if entry.get("statistic") is None:
+            return "n/a"
+        p = entry.get("p_value")
+        return (
+            f"{fmt_number(entry['statistic'])} (p={p:.2g})"
+            if p is not None
+            else fmt_number(entry["statistic"])
+        )
+
+    for name in systems_in_order(results):
+        t = results["tests"].get(name)
+        if not t:
+            continue
+        rows.append(
+            [
+                name,
+                str(t["sentences"]),
+                stat(t["sentence_length_ks"]),
+                stat(t["punctuation_chi2"]),
+                stat(t["function_word_chi2"]),
+            ]
+        )
+    return heads, rows
+
+
+def models_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    heads = ["Model", "Weights", "Adapter", "Prompt format", "Perplexity tokens"]
+    rows = [
+        [m["name"], m["model_dir"], m["adapter_dir"] or "—", m["prompt_format"], str(m["perplexity_tokens"])]
+        for m in results["models"]
+    ]
+    return heads, rows
+
+
+# ------------------------------------------------------------------------------------ prose
+
+
+def answer_lines(results: Mapping[str, Any]) -> list[str]:
+    """The plain answer, one paragraph per challenger."""
+    baseline = results["baseline"]
+    lines = []
+    for model, s in results["summary"].items():
+        total = len(s["better"]) + len(s["worse"]) + len(s["no_clear_difference"])
+        labels = {k: results["measures"][k]["label"] for k in results["measures"]}
+
+        def names(keys: Sequence[str], labels: Mapping[str, str] = labels) -> str:
+            return ", ".join(labels[k] for k in keys) if keys else "none"
+
+        share = s.get("copied_ngram_share")
+        own = s.get("author_copied_ngram_share")
+        copy_line = (
+            f"Copying: {model} writes {fmt_share(share)} of its 8-grams as found in the training text "
+            f"(the author's own held-out text: {fmt_share(own)}); longest copied span "
+            f"{fmt_number(s.get('longest_copied_span_max'), 0)} words (author's own: "
+            f"{fmt_number(s.get('author_longest_copied_span_max'), 0)}) — {s['copying']}."
+        )
+        lines.append(
+            f"**{model} vs {baseline}: closer to the author on {len(s['better'])} of {total} measures** "
+            f"(95% interval of the paired difference excludes zero): {names(s['better'])}. "
+            f"Further from the author on {len(s['worse'])}: {names(s['worse'])}. "
+            f"No clear difference on {len(s['no_clear_difference'])}: {names(s['no_clear_difference'])}. "
+            + copy_line
+        )
+    attribution = results["measures"]["attribution_share"]["values"]
+    ceiling = attribution.get(results["reference"]) or {}
+    chance = results["attribution"]["chance"]
+    parts = [f"{name} {fmt_estimate(attribution.get(name), True)}" for name in systems_in_order(results)[:-1]]
+    lines.append(
+        f"Attribution: the classifier takes {', '.join(parts)} of the continuations for the author's; "
+        f"the author's own held-out passages (ceiling): {fmt_estimate(ceiling, True)}; chance: "
+        f"{100 * chance:.0f}%."
+    )
+    return lines
+
+
+def attribution_line(results: Mapping[str, Any]) -> str:
+    att = results["attribution"]
+    return (
+        f"Classes: {', '.join(att['classes'])} (chance {100 * att['chance']:.0f}%). Trained on "
+        f"{att['segment_words']}-word segments; accuracy on held-back segments "
+        f"{fmt_share(att['validation_accuracy'])}, "
+        f"author recall {fmt_share(att['validation_author_recall'])}."
+    )
+
+
+def reading_note(results: Mapping[str, Any]) -> str:
+    return (
+        f"Values are point estimates with 95% bootstrap intervals; '{results['reference']}' is the "
+        "author's real continuation of the same prompts (the ceiling). 'Beats' means the interval of "
+        "the paired difference excludes zero in the better direction."
+    )
+
+
+def fmt_share(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def setup_lines(results: Mapping[str, Any]) -> list[str]:
+    a, p, st = results["author"], results["prompts"], results["settings"]
+    timing = results.get("timing_seconds", {})
+    return [
+        f"Author: {a['train_texts']} training texts ({a['train_words']:,} words) in `{a['train_dir']}`; "
+        f"{a['test_texts']} held-out text{'s' if a['test_texts'] != 1 else ''} ({a['test_words']:,} words) "
+        f"in `{a['test_dir']}`.",
+        f"Prompts: {p['count']} from the held-out texts only, about {p['prompt_tokens']} tokens of whole "
+        f"sentences each; every model continues each for {p['max_new_tokens']} new tokens; the author's "
+        f"real continuation, cut to the same budget (median {p['reference_words_median']} words), is the "
+        "reference.",
+        f"Sampling: temperature {st['temperature']}, top-p {st['top_p']}, repetition penalty "
+        f"{st['repetition_penalty']}, seed {st['seed']}, batch {st['batch_size']}, device {st['device']}. "
+        f"Bootstrap: {st['bootstrap']} replicates over prompts (perplexity: over 128-token blocks of "
+        "the scored text).",
+        f"Other authors (attribution, Delta): {', '.join(results['others']['authors'])}.",
+        f"Time: {fmt_number(timing.get('total'), 1)} s in all.",
+    ]
+
+
+METHOD_NOTES = [
+    "Perplexity: exp of the mean negative log-likelihood per token of the author's held-out texts, "
+    "sliding windows; lower means the model finds the author's real text more predictable.",
+    "Attribution: a linear SVM over character 2-4-grams (TF-IDF) and function-word frequencies "
+    "(Stamatatos 2009; Mosteller & Wallace 1964), trained on segments of the author's training text "
+    "against the other authors, segments as long as the continuations.",
+    "Delta: z-scores of the most frequent words (shared by most authors) standardised on segments of "
+    "the same length; Burrows' Delta (Burrows 2002) is their mean absolute difference to the author, "
+    "Cosine Delta (Smith & Aldridge 2011) the cosine distance.",
+    "Style distance: voicetune's calibrated single-text distance (the one generate's best-of-N uses): "
+    "mean |z| over function words, function-word word order (a Markov chain over the text's "
+    "function-word skeleton), punctuation, sentence length and word length.",
+    "Profiles: Kolmogorov-Smirnov distance for sentence lengths; Jensen-Shannon distance and a "
+    "chi-square test of homogeneity for punctuation and function-word counts, against the author's "
+    "training text. With hundreds of sentences even small differences test as significant: read the "
+    "distances and their intervals first. Only complete sentences count, so short continuations "
+    "under-represent long sentences; the author's own continuations, cut the same way, show how much.",
+    "MATTR (Covington & McFall 2010) and repetition: better means closer to the author's own "
+    "continuations of the same prompts (not simply higher or lower).",
+    "Copying: share of the continuation's word 8-grams found in the training text, and the longest "
+    "run of words found there. The author's own new text gives the natural level.",
+    "Intervals: 95% bias-corrected percentile bootstrap over prompts (Efron 1981), the same draws for "
+    "every model, so each 'beats' verdict rests on the interval of the paired difference. Each verdict "
+    "is a 5% test on its own: over ten measures, expect about one in twenty to flip by chance, and "
+    "with few prompts (the CI setting) more; read the pattern, not a single row.",
+]
+
+
+# ------------------------------------------------------------------------------------ markdown
+
+
+def _md_cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def md_table(heads: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in heads) + " |", "|" + "---|" * len(heads)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(results: Mapping[str, Any], plots: Sequence[str]) -> str:
+    out = [f"# Voice benchmark: {results['run']}", "", f"**Question.** {results['question']}", ""]
+    out += ["## Answer", ""] + [line + "\n" for line in answer_lines(results)]
+    for note in results.get("notes", []):
+        out.append(f"> Note: {note}\n")
+    out += ["## Results", "", md_table(*results_table(results)), ""]
+    out.append(reading_note(results))
+    out += ["", "## Setup", ""] + [f"- {line}" for line in setup_lines(results)]
+    out += ["", md_table(*models_table(results)), ""]
+    out += [
+        "## Attribution classifier",
+        "",
+        attribution_line(results),
+        "",
+        "## Distribution tests (pooled, against the author's training text)",
+        "",
+        md_table(*tests_table(results)),
+        "",
+        "## Plots",
+        "",
+    ]
+    for name in plots:
+        out += [f"![{PLOTS.get(name, name)}]({name})", "", f"*{PLOTS.get(name, name)}*", ""]
+    out += ["## How to read the measures", ""] + [f"- {note}" for note in METHOD_NOTES]
+    out += [
+        "",
+        "## Samples",
+        "",
+        f"All {len(results['samples'])} prompts side by side: [samples.md](samples.md).",
+        "",
+    ]
+    out.append(render_samples_markdown(results, limit=3, heading_level=3))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_samples_markdown(
+    results: Mapping[str, Any], limit: int | None = None, heading_level: int = 2
+) -> str:
+    systems = [results["reference"]] + [m["name"] for m in results["models"]]
+    mark = "#" * heading_level
+    out = [] if heading_level > 2 else [f"# Sample continuations: {results['run']}", ""]
+    for sample in results["samples"][:limit]:
+        out += [f"{mark} Prompt {sample['index'] + 1}", "", "> " + sample["prompt"].replace("\n", "\n> "), ""]
+        out.append(md_table(systems, [[sample["continuations"].get(s, "") for s in systems]]))
+        out.append("")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------ html
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;line-height:1.45;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.92em}
+th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
+th{background:#f3f3f3}
+td.yes{background:#e3f4e1}td.worse{background:#fbe3e1}td.unclear{background:#f7f7f7}
+.samples td{width:25%;font-family:Georgia,serif;font-size:0.95em}
+blockquote{border-left:4px solid #ccc;margin:0.5em 0;padding:0.2em 1em;color:#444;white-space:pre-wrap}
+img{max-width:100%;border:1px solid #eee}
+.note{background:#fff8e1;padding:0.5em 1em}
+"""
+
+
+def _html_table(heads: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    def cell(text: str) -> str:
+        css = {"yes": "yes", "no (worse)": "worse", "not clearly": "unclear"}.get(text, "")
+        return f'<td class="{css}">{html.escape(text)}</td>' if css else f"<td>{html.escape(text)}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _inline_md(text: str) -> str:
+    """Escape, then turn **bold** and `code` into HTML (the only Markdown the prose uses)."""
+    import re
+
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+
+
+def render_html(results: Mapping[str, Any], plot_files: Mapping[str, bytes]) -> str:
+    title = f"Voice benchmark: {results['run']}"
+    parts = [
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p><strong>Question.</strong> {html.escape(results['question'])}</p>",
+        "<h2>Answer</h2>",
+    ]
+    parts += [f"<p>{_inline_md(line)}</p>" for line in answer_lines(results)]
+    parts += [f'<p class="note">Note: {html.escape(n)}</p>' for n in results.get("notes", [])]
+    parts += ["<h2>Results</h2>", _html_table(*results_table(results))]
+    parts.append(f"<p>{html.escape(reading_note(results))}</p>")
+    parts += ["<h2>Setup</h2>", "<ul>"] + [f"<li>{_inline_md(line)}</li>" for line in setup_lines(results)]
+    parts += ["</ul>", _html_table(*models_table(results))]
+    parts += [
+        "<h2>Attribution classifier</h2>",
+        f"<p>{html.escape(attribution_line(results))}</p>",
+        "<h2>Distribution tests (pooled, against the author's training text)</h2>",
+        _html_table(*tests_table(results)),
+        "<h2>Plots</h2>",
+    ]
+    for name, data in plot_files.items():
+        encoded = base64.b64encode(data).decode("ascii")
+        caption = html.escape(PLOTS.get(name, name))
+        parts.append(
+            f'<figure><img alt="{caption}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+    parts += ["<h2>How to read the measures</h2>", "<ul>"] + [
+        f"<li>{html.escape(n)}</li>" for n in METHOD_NOTES
+    ]
+    parts += ["</ul>", "<h2>Samples, side by side</h2>"]
+    systems = [results["reference"]] + [m["name"] for m in results["models"]]
+    for sample in results["samples"]:
+        parts.append(
+            f"<h3>Prompt {sample['index'] + 1}</h3><blockquote>{html.escape(sample['prompt'])}</blockquote>"
+        )
+        parts.append(_html_table(systems, [[sample["continuations"].get(s, "") for s in systems]], "samples"))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------ plots
+
+
+def render_plots(results: Mapping[str, Any]) -> dict[str, bytes]:
+    """PNG bytes of each plot (matplotlib, Agg backend: no display needed)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = systems_in_order(results)
+    reference = results["reference"]
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(systems[:-1])}
+    colors[reference] = (0.45, 0.45, 0.45, 1.0)
+    out: dict[str, bytes] = {}
+
+    def save(fig: Any, name: str) -> None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        out[name] = buffer.getvalue()
+
+    # 1. every measure: a small forest plot each
+    measures = list(results["measures"].items())
+    cols = 4
+    rows = math.ceil(len(measures) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.1 * rows + 0.6), squeeze=False)
+    for ax, (_, m) in zip(axes.flat, measures, strict=False):
+        names = [s for s in systems if m["values"].get(s) and m["values"][s].get("value") is not None]
+        for y, name in enumerate(names):
+            v = m["values"][name]
+            low, high = v.get("ci_low"), v.get("ci_high")
+            if low is not None and high is not None:
+                # Guard: a point value at the very edge of its interval must not give a negative bar.
+                xerr = [[max(0.0, v["value"] - low)], [max(0.0, high - v["value"])]]
+                ax.errorbar(v["value"], y, xerr=xerr, fmt="o", color=colors[name], capsize=3)
+            else:
+                ax.plot(v["value"], y, "o", color=colors[name])
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.invert_yaxis()
+        ax.set_title(f"{m['label']}\n({direction_words(m['direction'])} is better)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(measures) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    save(fig, "measures.png")
+
+    # 2. attribution share with chance
+    values = results["measures"]["attribution_share"]["values"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(systems), 3.4))
+    for x, name in enumerate(systems):
+        v = values.get(name) or {}
+        if v.get("value") is None:
+            continue
+        err = None
+        if v.get("ci_low") is not None and v.get("ci_high") is not None:
+            err = [[max(0.0, v["value"] - v["ci_low"])], [max(0.0, v["ci_high"] - v["value"])]]
+        ax.bar(x, v["value"], color=colors[name], yerr=err, capsize=4)
+    ax.axhline(results["attribution"]["chance"], ls="--", color="black", lw=1, label="chance")
+    ax.set_xticks(range(len(systems)), systems, fontsize=8, rotation=15)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share attributed to the author")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, "attribution.png")
+
+    # 3. sentence lengths (cumulative distributions)
+    profiles = results["profiles"]["systems"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, prof in profiles.items():
+        hist = prof["sentence_length_hist"]
+        total = sum(hist)
+        if not total:
+            continue
+        cumulative, running = [], 0
+        for count in hist:
+            running += count
+            cumulative.append(running / total)
+        style = {"color": "black", "lw": 2.2} if name == "author (training)" else {"color": colors.get(name)}
+        ax.step(range(len(hist)), cumulative, where="post", label=f"{name} (n={total})", **style)
+    ax.set_xlim(0, 80)
+    ax.set_xlabel("words per sentence")
+    ax.set_ylabel("cumulative share")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save(fig, "sentence_lengths.png")
+
+    # 4. punctuation and function-word profiles
+    marks = results["profiles"]["punctuation_marks"]
+    words = results["profiles"]["function_words"]
+    names = list(profiles)
+    width = 0.8 / max(1, len(names))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6.5))
+    for i, name in enumerate(names):
+        color = "black" if name == "author (training)" else colors.get(name)
+        xs = [x + (i - (len(names) - 1) / 2) * width for x in range(len(marks))]
+        ax1.bar(xs, profiles[name]["punctuation_per_100_words"], width, label=name, color=color)
+        xs = [x + (i - (len(names) - 1) / 2) * width for x in range(len(words))]
+        ax2.bar(xs, profiles[name]["function_word_share"], width, label=name, color=color)
+    ax1.set_xticks(range(len(marks)), [repr(m)[1:-1] for m in marks])
+    ax1.set_ylabel("per 100 words")
+    ax1.set_title("punctuation", fontsize=10)
+    ax1.legend(fontsize=7, ncol=len(names))
+    ax2.set_xticks(range(len(words)), words, rotation=45, fontsize=8)
+    ax2.set_ylabel("share of function words")
+    ax2.set_title("the author's 20 commonest function words", fontsize=10)
+    fig.tight_layout()
+    save(fig, "profiles.png")
+    return out
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def write_report(folder: Path, results: Mapping[str, Any]) -> list[str]:
+    """Write every report file into folder; return their names (relative)."""
+    folder = Path(folder)
+    plots = render_plots(results)
+    for name, data in plots.items():
+        (folder / name).write_bytes(data)
+    write_json_atomic(folder / "results.json", results)
+    write_text_atomic(folder / "report.md", render_markdown(results, list(plots)))
+    write_text_atomic(folder / "samples.md", render_samples_markdown(results))
+    write_text_atomic(folder / "report.html", render_html(results, plots))
+    return ["report.md", "report.html", "results.json", "samples.md", *plots]
+
+
+def load_results(folder: Path) -> dict[str, Any]:
+    return json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
