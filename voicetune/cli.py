@@ -19,6 +19,7 @@ from voicetune.core.errors import VoicetuneError
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("voicetune.machine.doctor", "check GPU, drivers, torch, Axolotl, flash-attn, disk and RAM"),
     "setup-plan": ("voicetune.machine.setup_plan", "print this machine's install plan (used by setup/)"),
+    "advise": ("voicetune.train.advise", "which open models this GPU can fine-tune, how, and how fast"),
     "base-model": ("voicetune.model.base_model", "build the embedded demo base model (no hub download)"),
     "prepare": ("voicetune.data.prepare", "writing samples -> clean, chunked train/val/test JSONL"),
     "train": ("voicetune.train.train", "LoRA/QLoRA fine-tuning through Axolotl"),
