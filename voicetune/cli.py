@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("voicetune.model.merge", "merge a trained adapter into its base model, with a parity check"),
     "generate": ("voicetune.model.generate", "write, continue or rewrite in the learned voice"),
     "benchmark": ("voicetune.voice.benchmark", "base vs fine-tuned vs the author: stylometry report"),
+    "blind-test": ("voicetune.voice.blind_test", "which one did you write? a blind test in your browser"),
     "serve": ("voicetune.model.serve", "serve a merged model with vLLM's OpenAI-compatible server"),
     "export-gguf": ("voicetune.model.export", "export a merged model to GGUF for llama.cpp / Ollama"),
 }
