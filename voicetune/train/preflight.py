@@ -358,9 +358,13 @@ def _quiet_logs() -> Iterator[None]:
 
 
 def schema_problems(
-    cfg: dict[str, Any], capabilities: dict[str, Any], env_capabilities: dict[str, Any]
+    cfg: dict[str, Any],
+    capabilities: dict[str, Any],
+    env_capabilities: dict[str, Any],
+    warnings: list[str] | None = None,
 ) -> list[str]:
-    """Validate with Axolotl's own models; unknown keys (which Axolotl drops silently) are problems too."""
+    """Validate with Axolotl's own models; unknown keys (which Axolotl drops silently) are problems too,
+    except keys left empty (`debug:`, as Axolotl's own examples have), which go to `warnings`."""
     with _quiet_logs():
         try:
             from axolotl.utils.config import validate_config
@@ -385,7 +389,10 @@ def schema_problems(
                 problems.append(
                     f"plugins {cfg['plugins']} could not be loaded ({_first_line(exc)}): check the names"
                 )
-        problems += unknown_keys(cfg, _field_names(model))
+        known = _field_names(model)
+        problems += unknown_keys(cfg, known)
+        if warnings is not None:
+            warnings += empty_unknown_keys(cfg, known)
         try:
             validate_config(
                 DictDefault(copy_cfg(cfg)), capabilities=capabilities, env_capabilities=env_capabilities
@@ -417,14 +424,26 @@ def _field_names(model: Any) -> set[str]:
 
 
 def unknown_keys(cfg: dict[str, Any], known: set[str]) -> list[str]:
+    """Keys Axolotl does not know and would drop silently, with a value: likely typos of a real key."""
     problems = []
-    for key in cfg:
-        if key in known:
+    for key, value in cfg.items():
+        if key in known or value is None:
             continue
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
         hint = f"did you mean '{close[0]}'? " if close else ""
         problems.append(f"unknown key '{key}': Axolotl 0.19 would ignore it silently: {hint}fix or remove it")
     return problems
+
+
+def empty_unknown_keys(cfg: dict[str, Any], known: set[str]) -> list[str]:
+    """Unknown keys left empty (`debug:` in Axolotl's own examples): Axolotl ignores them, and so
+    would a typo's null, so they are harmless either way; one warning names them all."""
+    empty = [key for key, value in cfg.items() if value is None and key not in known]
+    if not empty:
+        return []
+    return [
+        f"{len(empty)} key(s) Axolotl 0.19 does not know, left empty, are ignored: {', '.join(empty)}"
+    ]
 
 
 def _pydantic_line(err: dict[str, Any]) -> str:
@@ -462,6 +481,10 @@ def read_jsonl(path: Path, data_format: str) -> tuple[list[Any], list[str]]:
                 )
                 break
             value = row.get(key) if isinstance(row, dict) else None
+            if data_format == "dpo" and isinstance(value, list):
+                # a preference pair: its prompt turns + the longer answer (what must fit sequence_len)
+                answers = [a for a in (row.get("chosen"), row.get("rejected")) if isinstance(a, dict)]
+                value = [*value, *sorted(answers, key=lambda a: len(str(a.get("content"))))[-1:]]
             if data_format == "completion":
                 ok = isinstance(value, str) and bool(value.strip())
             else:
@@ -564,7 +587,7 @@ def _token_lengths(
                 f"cannot load the tokenizer of {tokenizer_dir} ({_first_line(exc)}): is it a model folder?"
             )
             return {}
-    if data_format == "chat_template" and not tokenizer.chat_template:
+    if data_format in ("chat_template", "dpo") and not tokenizer.chat_template:
         errors.append(
             f"{tokenizer_dir} has no chat template, which chat data needs: use a model with one "
             f"(tokenizer_config.json chat_template / chat_template.jinja), or prepare completion data"
@@ -672,7 +695,7 @@ def run_preflight(cfg: dict[str, Any], ctx: Context) -> Report:
         report.errors += hardware
     if not report.errors:
         say("preflight: validating with Axolotl's config schema ...")
-        report.errors += schema_problems(cfg, *capabilities_for(ctx.gpu, ctx.gpus))
+        report.errors += schema_problems(cfg, *capabilities_for(ctx.gpu, ctx.gpus), report.warnings)
     if not report.errors:
         data, errors, warnings = check_data(
             ctx.data_dir, ctx.data_format, ctx.base_model, int(cfg["sequence_len"])
