@@ -22,7 +22,7 @@ export AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 WANDB_MODE=offline MPLBACKEND=Agg
 
 echo "==> setup (idempotent)"
 for script in setup/0_create_venv.sh setup/1_install_pytorch.sh setup/2_install_axolotl.sh \
-    setup/3_install_training_stack.sh; do
+    setup/3_install_training_stack.sh setup/5_install_export.sh; do
     bash "$script"
 done
 
