@@ -123,7 +123,7 @@ run_step "prepare" "$HOME_DIR/data/processed/$NAME" \
 run_step "train" "$HOME_DIR/checkpoints/$RUN" "$ROOT/training/2_train_lora.sh" "${train_args[@]}"
 run_step "merge" "$HOME_DIR/merged_models/$RUN" "$ROOT/training/3_merge_adapter.sh" --run "$RUN"
 run_step "benchmark" "$HOME_DIR/benchmarks/results/$RUN/report.md" \
-    "$VENV/bin/python" "$ROOT/benchmarks/1_voice_comparison.py" "${bench_args[@]}"
+    "$ROOT/benchmarks/1_voice_comparison.sh" "${bench_args[@]}"
 
 print_table
 echo

@@ -11,7 +11,7 @@ Reads the GPU (name, compute capability, VRAM, driver, the CUDA the driver runs)
 nvidia-smi, picks the torch build (voicetune/machine/plan.py: sm_120 needs CUDA 12.8+, other cards get the
 newest CUDA build their driver runs, no GPU gets the CPU build), installs it into the venv only when
 the installed torch does not already fit, then checks its kernels cover the card.
-See the whole plan with: voicetune setup-plan   (or PYTHONPATH=. python3 -m voicetune.machine.setup_plan)
+See the whole plan with: voicetune setup-plan   (or PYTHONPATH=. python3 -m voicetune setup-plan)
 
 environment:
   VOICETUNE_VENV             the venv (default: <checkout>/.venv)

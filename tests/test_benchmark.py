@@ -273,7 +273,7 @@ def test_device_defaults_fill_only_what_was_not_set() -> None:
 
 def test_script_help_is_instant_and_complete(repo_root: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(repo_root / "benchmarks" / "1_voice_comparison.py"), "--help"],
+        [str(repo_root / "benchmarks" / "1_voice_comparison.sh"), "--help"],
         capture_output=True, text=True, timeout=60, cwd="/",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -292,7 +292,7 @@ def test_script_help_is_instant_and_complete(repo_root: Path) -> None:
 def test_script_without_inputs_fails_with_one_line(repo_root: Path, tmp_path: Path) -> None:
     env = {"VOICETUNE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, str(repo_root / "benchmarks" / "1_voice_comparison.py"), "--run", "nope"],
+        [str(repo_root / "benchmarks" / "1_voice_comparison.sh"), "--run", "nope"],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert result.returncode == 2

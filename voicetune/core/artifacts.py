@@ -31,7 +31,7 @@ SCRIPTS: dict[str, str] = {
     "merge": "training/3_merge_adapter.sh",
     "export": "training/4_export.sh",
     "serve": "training/5_serve.sh",
-    "benchmark": "benchmarks/1_voice_comparison.py",
+    "benchmark": "benchmarks/1_voice_comparison.sh",
 }
 
 
