@@ -1,4 +1,4 @@
-"""voicetune.env: the install plan as a pure function of readings, on captured-style nvidia-smi outputs."""
+"""voicetune.env: the install plan as a pure function of readings, on hand-written nvidia-smi outputs."""
 
 from __future__ import annotations
 

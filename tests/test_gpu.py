@@ -1,4 +1,4 @@
-"""voicetune.machine.gpu: parsing nvidia-smi and host readings, on captured-style outputs (no GPU needed)."""
+"""voicetune.machine.gpu: parsing nvidia-smi and host readings, on hand-written outputs (no GPU needed)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """Readings of the machine: NVIDIA GPUs (through `nvidia-smi`), WSL2, RAM and CPU count.
 
 Standard library only: `setup/1_install_pytorch.sh` runs this with the system python before the venv
-has anything in it. Parsing is split from reading so that tests run on captured `nvidia-smi` outputs
-(tests/fixtures/nvidia-smi/<case>/). `$VOICETUNE_FAKE_GPU_DIR` points the readers at such a folder
-instead of the real machine: a fake for a GPU that cannot exist on a CPU box, named as one.
+has anything in it. Parsing is split from reading so that tests run on `nvidia-smi` outputs written by
+hand in the real formats of each driver generation (tests/fixtures/nvidia-smi/<case>/, not captured from
+those machines: its README says how to add a real capture). `$VOICETUNE_FAKE_GPU_DIR` points the
+readers at such a folder instead of the real machine: a fake for a GPU that cannot exist on a CPU box,
+named as one.
 
 A fixture folder holds `query.csv` (the output of QUERY_ARGS), `nvidia-smi.txt` (plain `nvidia-smi`,
 for the "CUDA Version" in its header) and optionally `osrelease` (/proc/sys/kernel/osrelease),
@@ -220,7 +222,7 @@ def readings_from_texts(
     env: dict[str, str] | None = None,
     nvcc: str = "",
 ) -> Readings:
-    """Build Readings from captured texts; `query` None means nvidia-smi is absent."""
+    """Build Readings from the texts of nvidia-smi and /proc; `query` None means nvidia-smi is absent."""
     mem_total, mem_available = parse_meminfo(meminfo)
     base = Readings(
         wsl=is_wsl(osrelease, env),
@@ -253,7 +255,7 @@ def readings_from_texts(
 
 
 def readings_from_dir(folder: Path, env: dict[str, str] | None = None) -> Readings:
-    """Readings from a captured fixture folder (see the module docstring)."""
+    """Readings from a fixture folder of such texts (see the module docstring)."""
     query_path = folder / "query.csv"
     nproc_text = _read_text(folder / "nproc").strip()
     return readings_from_texts(

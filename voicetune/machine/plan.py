@@ -1,6 +1,7 @@
 """The install plan: pure functions of the machine's readings and the venv's probe.
 
-Every decision setup makes lives here, so tests pin it on captured `nvidia-smi` outputs:
+Every decision setup makes lives here, so tests pin it on `nvidia-smi` outputs (tests/fixtures/, written
+by hand in each driver generation's format):
 - torch: the build (CPU, or the CUDA variant the driver runs and whose kernels cover the card),
   kept when the installed one already fits;
 - Axolotl: the newest release that takes this Python and this torch;
