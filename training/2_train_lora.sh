@@ -15,8 +15,8 @@ Renders the Axolotl config of this run into checkpoints/<run>/axolotl.yaml (a pr
 configs/axolotl/ + the run's data, base model and flags), checks it in seconds (Axolotl's own schema,
 the known mistakes, data that would not fit sequence_len, free disk, a VRAM estimate against the
 GPU), then runs 'accelerate launch -m axolotl.cli.train' (what 'axolotl train' runs) and streams its
-output to the terminal and to checkpoints/<run>/train.log. TensorBoard logs always; wandb offline
-unless --wandb online. With --gpus N (N > 1) it launches N processes with DeepSpeed ZeRO-2 (or
+output to the terminal and to checkpoints/<run>/train.log. TensorBoard logs always; wandb only with
+--wandb offline (local files) or online. With --gpus N (N > 1) it launches N processes with DeepSpeed ZeRO-2 (or
 --multi-gpu fsdp) from configs/deepspeed/.
 
   --profile auto   picks cpu-demo without a GPU; with one, the profile for its memory and the largest
@@ -25,6 +25,8 @@ unless --wandb online. With --gpus N (N > 1) it launches N processes with DeepSp
                    extend a finished one (with a larger --max-steps/--epochs), or move a run to another
                    --gpus count (the global batch is kept); any other change is refused
   --dry-run        render + preflight, print the exact command, train nothing
+  --config FILE    voicetune's project config (default configs/voicetune.yaml); an Axolotl YAML of your
+                   own goes to --profile FILE.yaml
   --help           this text, then every flag of 'voicetune train'
 
 A finished run is skipped when nothing changed ("up to date"), and never overwritten without --force.

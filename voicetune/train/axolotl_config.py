@@ -67,7 +67,7 @@ class RunSpec:
     micro_batch: int | None = None
     grad_accum: int | None = None
     lr: float | None = None
-    wandb: str = "offline"
+    wandb: str = "off"
     attention: str | None = None  # resolved backend, used when the profile leaves it open
     resume_from: Path | None = None
     gpus: int = 1
@@ -387,12 +387,13 @@ def _attention_set(cfg: dict[str, Any]) -> bool:
 
 
 def _tracking(cfg: dict[str, Any], spec: RunSpec) -> None:
-    """TensorBoard always; wandb offline unless asked for online, or off; never both silently."""
+    """TensorBoard always; wandb only when asked for (offline: local files; online: wandb.ai)."""
     if spec.wandb == "off":
         for key in [k for k in cfg if k.startswith("wandb_")]:
             cfg.pop(key)
         return
-    cfg.setdefault("wandb_project", "voicetune")
+    if not cfg.get("wandb_project"):  # Axolotl's examples leave it empty: no project, no wandb
+        cfg["wandb_project"] = "voicetune"
     cfg["wandb_name"] = spec.run_name
     cfg["wandb_mode"] = spec.wandb
 

@@ -70,7 +70,7 @@ class TrainSettings(BaseModel):
     data: str = "demo"
     run: str | None = None
     base_model: str | None = None
-    wandb: Literal["off", "offline", "online"] = "offline"
+    wandb: Literal["off", "offline", "online"] = "off"
     max_steps: int | None = Field(default=None, ge=1)
     epochs: float | None = Field(default=None, gt=0)
     sequence_len: int | None = Field(default=None, ge=32)
@@ -129,8 +129,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--wandb",
         choices=("off", "offline", "online"),
         default=None,
-        help="Weights & Biases: offline (default, files in the run folder), online (sends "
-        "metrics to wandb.ai), off. TensorBoard logs are always written.",
+        help="Weights & Biases: off (default), offline (files in the run folder, nothing sent), "
+        "online (sends metrics to wandb.ai). TensorBoard logs are always written.",
     )
     parser.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     parser.add_argument(
