@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from voicetune.core.artifacts import SCRIPTS, PreparedData, stored_path
 from voicetune.core.errors import MissingArtifactError, VoicetuneError
@@ -80,6 +80,11 @@ class TrainSettings(BaseModel):
     gpus: int = Field(default=1, ge=1)
     multi_gpu: Literal["deepspeed", "fsdp"] = "deepspeed"
     overrides: dict[str, Any] = Field(default_factory=dict)  # Axolotl keys applied last, like --set
+
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
