@@ -51,3 +51,18 @@ def test_train_script_refuses_an_axolotl_yaml_as_config_in_one_line(repo_root: P
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
     assert f"--profile {AXOLOTL_YAML}" in errors[0]
+
+
+def test_wandb_is_off_unless_asked(tmp_path: Path) -> None:
+    # "Private by default": no wandb files or process unless --wandb offline|online
+    from voicetune.train import axolotl_config as ac
+    from voicetune.train.train import TrainSettings
+
+    assert TrainSettings().wandb == "off"
+    assert TrainSettings.model_validate({"wandb": False}).wandb == "off"  # YAML's bare `off`
+    assert load_project_config(default_config_path())["train"].get("wandb", "off") == "off"
+    spec = ac.RunSpec(run_name="r", run_dir=tmp_path / "run", base_model=tmp_path, data_dir=tmp_path)
+    profile = {"wandb_project": None, "wandb_entity": None, "micro_batch_size": 1}  # as Axolotl's examples
+    assert not [key for key in ac.render(profile, spec) if key.startswith("wandb_")]
+    asked = ac.render(profile, ac.RunSpec(**{**spec.__dict__, "wandb": "offline"}))
+    assert asked["wandb_mode"] == "offline" and asked["wandb_project"] == "voicetune"
