@@ -6,6 +6,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DEMO_COMMAND="./run_demo.sh${*:+ $*}"
 VENV="${VOICETUNE_VENV:-$ROOT/.venv}"
 HOME_DIR="${VOICETUNE_HOME:-$ROOT}"
 
@@ -96,6 +97,49 @@ print_table() {
     printf '%-12s %8s\n' "total" "$total"
 }
 
+json_string() {  # a JSON string literal of $1 (backslash, quote and control characters escaped)
+    local s="$1"
+    s="${s//\\/\\\\}"; s="${s//\"/\\\"}"; s="${s//$'\t'/\\t}"; s="${s//$'\n'/\\n}"; s="${s//$'\r'/\\r}"
+    printf '"%s"' "$s"
+}
+
+# write_timings DIR: this run's step times as timings.json + timings.md beside the report, with the
+# command and the machine, so that the README's timing table comes from a file a script wrote.
+write_timings() {
+    local dir="$1" total=0 i sep="" rel gpu cpu
+    mkdir -p "$dir"
+    gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)"
+    cpu="$(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"
+    {
+        printf '{\n  "command": %s,\n' "$(json_string "$DEMO_COMMAND")"
+        printf '  "finished": %s,\n' "$(json_string "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
+        printf '  "machine": {"cpus": %s, "cpu": %s, "gpu": %s},\n' "$(nproc)" "$(json_string "$cpu")" \
+            "$(if [[ -n "$gpu" ]]; then json_string "$gpu"; else printf null; fi)"
+        printf '  "steps": ['
+        for i in "${!STEP_NAMES[@]}"; do
+            rel="${STEP_ARTIFACTS[$i]#"$HOME_DIR"/}"
+            printf '%s\n    {"step": %s, "seconds": %s, "artifact": %s}' "$sep" \
+                "$(json_string "${STEP_NAMES[$i]}")" "${STEP_TIMES[$i]}" "$(json_string "$rel")"
+            total=$((total + STEP_TIMES[i]))
+            sep=","
+        done
+        printf '\n  ],\n  "total_seconds": %s\n}\n' "$total"
+    } >"$dir/timings.json.tmp"
+    mv -f "$dir/timings.json.tmp" "$dir/timings.json"
+    # shellcheck disable=SC2016  # the backticks are Markdown
+    {
+        printf '# Demo step times\n\nCommand: `%s`, finished %s on %s CPU(s)%s.\n\n' "$DEMO_COMMAND" \
+            "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "${gpu:+ and $gpu}"
+        printf '| step | seconds | artifact |\n|---|---:|---|\n'
+        for i in "${!STEP_NAMES[@]}"; do
+            printf '| %s | %s | `%s` |\n' "${STEP_NAMES[$i]}" "${STEP_TIMES[$i]}" "${STEP_ARTIFACTS[$i]#"$HOME_DIR"/}"
+        done
+        printf '| total | %s | |\n' "$total"
+    } >"$dir/timings.md.tmp"
+    mv -f "$dir/timings.md.tmp" "$dir/timings.md"
+    echo "Step times: $dir/timings.json (and timings.md)"
+}
+
 run_setup() {
     local script
     for script in setup/0_create_venv.sh setup/1_install_pytorch.sh setup/2_install_axolotl.sh \
@@ -126,5 +170,6 @@ run_step "benchmark" "$HOME_DIR/benchmarks/results/$RUN/report.md" \
     "$ROOT/benchmarks/1_voice_comparison.sh" "${bench_args[@]}"
 
 print_table
+write_timings "$HOME_DIR/benchmarks/results/$RUN"
 echo
 echo "Report: $HOME_DIR/benchmarks/results/$RUN/report.md (and report.html beside it)"
