@@ -225,9 +225,10 @@ class Results:
         """(absolute value, line number, the line in lower case) of every number in one file."""
         if name not in self._numbers:
             try:
-                text = (self.root / name).read_text(encoding="utf-8", errors="replace")
+                raw = (self.root / name).read_bytes()
             except OSError:
-                text = ""
+                raw = b""
+            text = "" if b"\0" in raw[:8192] else raw.decode("utf-8", errors="replace")  # PNGs: no
             found = []
             header = ""  # a Markdown table's first row names the units of its columns
             for number, line in enumerate(text.split("\n"), 1):
