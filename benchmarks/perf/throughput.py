@@ -468,6 +468,19 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
+def max_loss_difference(
+    steps: Sequence[Mapping[str, Any]] | None, other: Sequence[Mapping[str, Any]] | None
+) -> float | None:
+    """The largest |loss difference| over the steps both runs logged (None if they share none)."""
+    theirs = {s["step"]: s.get("loss") for s in other or []}
+    diffs = [
+        abs(float(s["loss"]) - float(theirs[s["step"]]))
+        for s in steps or []
+        if s.get("loss") is not None and theirs.get(s["step"]) is not None
+    ]
+    return round(max(diffs), 4) if diffs else None
+
+
 def estimator_error(predicted_gib: float | None, measured_gib: float | None) -> float | None:
     """Signed relative error of the VRAM estimate ((pred - measured) / measured)."""
     if predicted_gib is None or not measured_gib:
@@ -503,10 +516,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             f"{_fmt(model.get('flops_per_token', {}).get('6n'))}, honest 4N+6N_lora = "
             f"{_fmt(model.get('flops_per_token', {}).get('honest'))}.",
             "",
-            "| arm | micro batch × GA | tokens/s | trainable tokens/s | vs (a) | vs (b) | MFU 6N | "
-            "MFU honest | peak alloc GiB (train / process) | nvidia-smi GiB | estimator GiB (error) | "
+            "| arm | micro batch × GA | seq len (cap GiB) | tokens/s | trainable tokens/s | vs (a) | "
+            "vs (b) | MFU 6N | MFU honest | peak alloc GiB (train / load) | nvidia-smi GiB | "
+            "estimator GiB train (error) / load | "
             "loss step 1 → last (mean last 3) | held-out loss | status |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         runs = [r for r in results.get("runs", []) if r.get("model") == model_key]
         for run in runs:
@@ -514,19 +528,23 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             est = _fmt(run.get("estimator_gib"), 2)
             if est_err is not None:
                 est += f" ({100 * est_err:+.1f}%)"
+            if run.get("estimator_load_gib") is not None:
+                est += f" / {_fmt(run.get('estimator_load_gib'), 2)}"
             lines.append(
                 "| "
                 + " | ".join(
                     [
                         ARM_TITLES.get(run.get("arm", ""), run.get("arm", "")) + _variant(run),
                         f"{run.get('micro_batch', '—')} × {run.get('grad_accum', '—')}",
+                        _seq_cap(run),
                         _fmt(run.get("tokens_per_s")),
                         _fmt(run.get("trainable_per_s")),
                         _fmt(run.get("speedup_vs_a"), 2, "x"),
                         _fmt(run.get("speedup_vs_b"), 2, "x"),
                         _pct(run.get("mfu_6n")),
                         _pct(run.get("mfu_honest")),
-                        f"{_fmt(run.get('peak_alloc_train_gib'), 2)} / {_fmt(run.get('peak_alloc_gib'), 2)}",
+                        f"{_fmt(run.get('peak_alloc_train_gib'), 2)} / "
+                        f"{_fmt(run.get('load_peak_alloc_gib'), 2)}",
                         _fmt(run.get("smi_peak_gib"), 2),
                         est,
                         f"{_fmt(run.get('loss_first'), 3)} → {_fmt(run.get('loss_last'), 3)} "
@@ -551,6 +569,12 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
+
+
+def _seq_cap(run: Mapping[str, Any]) -> str:
+    seq = run.get("sequence_len") or (run.get("settings") or {}).get("seq_len") or "—"
+    cap = run.get("allocator_cap_gib")
+    return f"{seq} ({cap})" if cap is not None else str(seq)
 
 
 def _variant(run: Mapping[str, Any]) -> str:

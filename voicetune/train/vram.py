@@ -174,6 +174,9 @@ class TrainPlan:
     lora_fp32: bool = True  # PEFT's autocast_adapter_dtype (False: adapters in the compute dtype)
     activation_offloading: str = "off"  # off | hidden_states (with checkpointing) | all
     upcast_frozen_fp32: bool = False  # prepare_model_for_kbit_training (plain PEFT scripts)
+    # Axolotl casts the embeddings and LM head to fp32 while loading (and back to the compute dtype
+    # before training) unless the base is 4-bit and `embeddings_skip_upcast: true`
+    embeddings_skip_upcast: bool = False
     eval_micro_batch_size: int | None = None  # Axolotl's eval_batch_size (default: micro batch)
 
     @property
@@ -199,11 +202,13 @@ class Estimate:
     required: int  # comfortable: peak x FRAGMENTATION + CUDA context + paged optimizer states
     minimum: int  # tight: the larger peak + MIN_CONTEXT_BYTES (paged states can move to CPU memory)
     eval_peak: int = 0  # evaluation: weights + one layer's activations + the logits (or chunks)
+    load_peak: int = 0  # loading: the weights as loaded + the embeddings' fp32 casts (load_peak_bytes)
 
     @property
     def highest_peak(self) -> int:
-        """The larger of the training and the evaluation peak: what the run needs at its worst."""
-        return max(self.peak_allocated, self.eval_peak)
+        """The largest of the loading, training and evaluation peaks: what the run needs at its worst
+        (a run capped below it fails at that phase, loading included)."""
+        return max(self.peak_allocated, self.eval_peak, self.load_peak)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -236,6 +241,7 @@ class Estimate:
             f"cuBLAS workspaces {gib(CUBLAS_WORKSPACES_BYTES)}",
             f"peak allocated    {gib(self.peak_allocated)}  (training step)",
             f"evaluation peak   {gib(self.eval_peak)}  (no gradients; full logits unless the loss is fused)",
+            f"loading peak      {gib(self.load_peak)}  (weights as loaded + fp32 casts of the embeddings)",
             f"needs free        {gib(self.required)}  (peak x{FRAGMENTATION:.2f} + CUDA context)",
             f"at the least      {gib(self.minimum)}  (peak + CUDA context, no slack: tight)",
         ]
@@ -387,7 +393,8 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
         logits_bytes = eval_tokens * shape.vocab_size * (cb + 8)
         hidden_bytes = eval_tokens * shape.hidden_size * cb * 4  # a few hidden states of the eval batch
         eval_peak = persistent_counted + CUBLAS_WORKSPACES_BYTES + logits_bytes + hidden_bytes
-    highest = max(peak, eval_peak)
+    load = load_peak_bytes(shape, plan)
+    highest = max(peak, eval_peak, load)
     required = int((highest + states_paged) * FRAGMENTATION) + CONTEXT_BYTES
     return Estimate(
         base_weights=base,
@@ -404,7 +411,51 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
         required=required,
         minimum=highest + MIN_CONTEXT_BYTES,
         eval_peak=eval_peak,
+        load_peak=load,
     )
+
+
+def embeddings_upcast_on_load(plan: TrainPlan) -> bool:
+    """Whether loading casts the embeddings and LM head to fp32 (a transient for Axolotl, which
+    casts them back before training; for good with `upcast_frozen_fp32`)."""
+    if plan.compute_bytes >= 4:
+        return False  # already fp32
+    return plan.upcast_frozen_fp32 or not (plan.load_in_4bit and plan.embeddings_skip_upcast)
+
+
+def load_peak_bytes(shape: ModelShape, plan: TrainPlan) -> int:
+    """Peak allocated while the model loads, before the first training step.
+
+    The weights arrive in the compute dtype, 4-bit linears quantised one at a time (the largest
+    one briefly in both forms). Then, unless `embeddings_upcast_on_load` says no, Axolotl's
+    `_convert_embedding_modules_dtype` (and a plain script's `prepare_model_for_kbit_training`)
+    casts the input embedding, then the LM head, to fp32 module by module: while the last one is
+    cast, the ones before it are fp32 and it exists in both dtypes. For an untied 128k x 4096
+    vocabulary that is 2.94 GiB above the loaded weights (the 1.96 GiB request that failed a
+    7.6 GiB-capped 8B run with 6.29 GiB allocated). Axolotl casts them back to the compute dtype
+    (the same peak, the other way round); the adapters come after, so the weights + adapters bound
+    the end of loading. Measured: plain PEFT on the 8B shape 8.25 GiB (predicted 8.26), on
+    SmolLM2-135M 0.23 GiB (predicted 0.23).
+    """
+    cb = plan.compute_bytes
+    if plan.load_in_4bit:
+        per_weight = NF4_DQ_BYTES_PER_WEIGHT if plan.double_quant else NF4_BYTES_PER_WEIGHT
+        linear = int(shape.linear_params * per_weight)
+        quantising = max(a * b for a, b in shape.projection_dims().values()) * cb
+    else:
+        linear, quantising = shape.linear_params * cb, 0
+    loaded = linear + (shape.embedding_params + shape.norm_params) * cb
+    matrix = shape.vocab_size * shape.hidden_size
+    matrices = shape.embedding_params // matrix
+    cast = (matrices - 1) * matrix * (4 - cb) + matrix * 4 if embeddings_upcast_on_load(plan) else 0
+    frozen_after = 4 if plan.upcast_frozen_fp32 else cb
+    lora_bytes = LORA_PARAM_BYTES if plan.lora_fp32 else cb
+    after = (
+        linear
+        + (shape.embedding_params + shape.norm_params) * frozen_after
+        + lora_param_count(shape, plan.lora_r, plan.lora_target_modules) * lora_bytes
+    )
+    return max(loaded + quantising, loaded + cast, after)
 
 
 def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
@@ -441,6 +492,7 @@ def plan_from_axolotl(cfg: dict[str, Any]) -> TrainPlan:
         lora_fp32=cfg.get("peft_autocast_adapter_dtype") is not False or precision_32,
         activation_offloading=_offloading(cfg.get("activation_offloading")),
         upcast_frozen_fp32=bool(cfg.get("upcast_frozen_fp32")),
+        embeddings_skip_upcast=bool(cfg.get("embeddings_skip_upcast")),
     )
 
 
