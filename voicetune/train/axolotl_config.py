@@ -25,6 +25,8 @@ from voicetune.core.paths import configs_dir
 
 PROFILES = ("cpu-demo", "8gb", "16gb", "24gb", "32gb-rtx5090", "80gb")
 ALIASES = {"32gb": "32gb-rtx5090", "cpu": "cpu-demo"}
+# Preference training on `voicetune blind-test --export-dpo` pairs (data format "dpo"): used as written.
+PREFERENCE_PROFILES = ("dpo",)
 # Nominal card size (GiB) -> profile; a card qualifies when it reports at least 95% of the size.
 GPU_PROFILES = ((80, "80gb"), (32, "32gb-rtx5090"), (24, "24gb"), (16, "16gb"), (8, "8gb"))
 # Keys voicetune owns: the run folder layout depends on them, so `--set` may not change them.
@@ -43,6 +45,7 @@ DATA_FORMATS = {
     "messages": "chat_template",
     "completion": "completion",
     "text": "completion",
+    "dpo": "dpo",  # chosen/rejected pairs from `voicetune blind-test --export-dpo`
 }
 CHARS_PER_TOKEN = 4.0  # rough, deterministic: only the epoch rule uses it
 
@@ -84,7 +87,7 @@ def canonical_profile(name: str) -> str:
 def profile_path(name_or_file: str) -> Path:
     """configs/axolotl/<name>.yaml for a profile name (aliases allowed), or the file itself."""
     name = canonical_profile(name_or_file)
-    if name in PROFILES:
+    if name in PROFILES or name in PREFERENCE_PROFILES:
         return configs_dir() / "axolotl" / f"{name}.yaml"
     path = Path(name_or_file).expanduser()
     if path.suffix in (".yaml", ".yml"):
@@ -237,6 +240,13 @@ def dataset_entry(path: Path, data_format: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"path": str(path), "ds_type": "json", "split": "train"}
     if data_format == "completion":
         entry.update(type="completion", field="text")
+    elif data_format == "dpo":  # Axolotl's DPO type that renders with the model's own chat template
+        entry.update(
+            type="chat_template.default",
+            field_messages="messages",
+            field_chosen="chosen",
+            field_rejected="rejected",
+        )
     else:
         entry.update(type="chat_template", field_messages="messages")
     return entry
@@ -264,6 +274,13 @@ def render(profile: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         raise VoicetuneError(
             f"--set {forbidden[0]}=... is not allowed: voicetune sets {forbidden[0]} from --data/--run/"
             f"--base-model (use those flags)"
+        )
+    if bool(cfg.get("rl")) != (spec.data_format == "dpo"):
+        raise VoicetuneError(
+            f"profile with rl: {cfg['rl']} trains on preference pairs, and {spec.data_dir} holds writing: "
+            f"give --data <run>-dpo (made by voicetune blind-test --export-dpo)"
+            if cfg.get("rl")
+            else f"{spec.data_dir} holds preference pairs: train them with --profile dpo"
         )
 
     # run keys: where things are
