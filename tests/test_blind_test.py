@@ -429,3 +429,56 @@ def test_export_dpo_pairs_in_axolotl_format(fixture_run):
     assert manifest["settings"]["format"] == "dpo" and manifest["pairs"] == 3
     all_rows = bt.export_dpo(session, source, "fixture", "fixture-dpo-all", include_fooled=True)
     assert len((all_rows / "train.jsonl").read_text().splitlines()) == 4
+
+
+# ------------------------------------------------------------------------------------ the dpo profile
+
+
+def _rated_export(fixture_run: Path) -> Path:
+    session = open_fixture_session(fixture_run, rounds=6)
+    for r in list(session.rounds):
+        session.rate(r.id, r.real_side)
+    return bt.export_dpo(session, bt.benchmark_source("fixture", False), "fixture", "fixture-dpo", False)
+
+
+def test_dpo_profile_and_pairs_go_together(fixture_run, tmp_path):
+    from voicetune.train import axolotl_config as ac
+
+    pairs = _rated_export(fixture_run)
+    spec = {"run_name": "r", "run_dir": tmp_path / "r", "base_model": tmp_path, "max_steps": 2}
+    cfg = ac.render(
+        ac.load_profile("dpo"), ac.RunSpec(data_dir=pairs, data_format="dpo", has_val=False, **spec)
+    )
+    assert cfg["rl"] == "dpo" and not cfg["sample_packing"] and "test_datasets" not in cfg
+    (entry,) = cfg["datasets"]
+    assert entry["type"] == "chat_template.default" and entry["path"] == str(pairs / "train.jsonl")
+    assert (entry["field_messages"], entry["field_chosen"], entry["field_rejected"]) == (
+        "messages",
+        "chosen",
+        "rejected",
+    )
+    with pytest.raises(bt.VoicetuneError, match="preference pairs"):
+        ac.render(ac.load_profile("cpu-demo"), ac.RunSpec(data_dir=pairs, data_format="dpo", **spec))
+    with pytest.raises(bt.VoicetuneError, match="--data <run>-dpo"):
+        ac.render(ac.load_profile("dpo"), ac.RunSpec(data_dir=pairs, data_format="chat_template", **spec))
+
+
+def test_dpo_dry_run_passes_axolotls_own_validation(fixture_run, base_model_dir, capsys):
+    """The rendered DPO config through `voicetune train --dry-run`: Axolotl's schema (validate_config),
+    the pairs read and counted with the real tokenizer's chat template."""
+    from voicetune.cli import main
+
+    _rated_export(fixture_run)
+    code = main(
+        ["train", "--profile", "dpo", "--data", "fixture-dpo", "--run", "fixture-dpo",
+         "--base-model", str(base_model_dir), "--max-steps", "2", "--wandb", "off", "--dry-run"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "preflight: passed" in out and "6 train / 0 val examples" in out and "none dropped" in out
+    import yaml
+
+    rendered = yaml.safe_load(
+        (fixture_run.parents[2] / "checkpoints" / "fixture-dpo" / "axolotl.yaml").read_text()
+    )
+    assert rendered["rl"] == "dpo" and rendered["datasets"][0]["type"] == "chat_template.default"
