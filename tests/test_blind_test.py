@@ -482,3 +482,24 @@ def test_dpo_dry_run_passes_axolotls_own_validation(fixture_run, base_model_dir,
         (fixture_run.parents[2] / "checkpoints" / "fixture-dpo" / "axolotl.yaml").read_text()
     )
     assert rendered["rl"] == "dpo" and rendered["datasets"][0]["type"] == "chat_template.default"
+
+
+# ------------------------------------------------------------------------------------ the report link
+
+
+def test_report_section_and_answers_outliving_a_benchmark_rerun(fixture_run, tmp_path):
+    md, page = bt.report_section(fixture_run, "fixture")
+    assert "voicetune blind-test --run fixture" in md and "[blind/summary.md](blind/summary.md)" in md
+    assert '<a href="blind/summary.md">' in page
+    session = open_fixture_session(fixture_run, rounds=2)
+    for r in list(session.rounds):
+        session.rate(r.id, "left" if r.real_side == "right" else "right")  # fooled twice
+    md, page = bt.report_section(fixture_run, "fixture")
+    assert "2 of 2 rounds rated" in md and "taken for you in 2 of 2 rounds, 100%" in md
+    assert "benchmark voice score: 0.42" in md and "<li>" in page
+    assert "you took the model's text for yours" in (fixture_run / bt.BLIND / bt.SUMMARY_MD).read_text()
+    # the benchmark replaces its folder on a re-run: the answers move along
+    replacement = tmp_path / "replacement"
+    replacement.mkdir()
+    bt.keep_answers(fixture_run, replacement)
+    assert (replacement / bt.BLIND / bt.RATINGS_FILE).read_text() == session.ratings_path.read_text()

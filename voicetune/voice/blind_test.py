@@ -30,6 +30,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -50,6 +51,7 @@ from voicetune.core.manifest import (
     utc_now,
     write_json_atomic,
     write_manifest,
+    write_text_atomic,
 )
 from voicetune.core.paths import processed_dir, results_dir
 from voicetune.core.progress import progress, say
@@ -60,6 +62,7 @@ BLIND = "blind"
 SESSION_FILE = "session.json"
 RATINGS_FILE = "ratings.jsonl"
 SUMMARY_FILE = "summary.json"
+SUMMARY_MD = "summary.md"  # the same for a person; the benchmark report links it
 SAMPLES_FILE = "samples.json"  # continuations generated here when the benchmark has none
 AUTHOR = "author (held-out)"  # the benchmark's name for the author's own continuation
 BENCHMARK_SCRIPT = f"{SCRIPTS['benchmark']} --run NAME"
@@ -321,7 +324,9 @@ class Session:
             }
             append_line(self.ratings_path, rating)
             self.ratings[current.id] = rating
-            write_json_atomic(self.folder / SUMMARY_FILE, self.summary())
+            summary = self.summary()
+            write_json_atomic(self.folder / SUMMARY_FILE, summary)
+            write_text_atomic(self.folder / SUMMARY_MD, summary_markdown(summary))
             return self.state()
 
 
@@ -660,6 +665,55 @@ def serve(session: Session, host: str, port: int, explicit_host: bool, open_brow
     for line in summary_lines(summary):
         say(line)
     return 0
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """blind/summary.md: the result, then every rated round with both texts."""
+    out = [f"# Blind test: {summary.get('run')}", ""]
+    out.append(f"{summary['rounds_rated']} of {summary['rounds_total']} rounds rated ({RATINGS_FILE}).")
+    out += ["", *[f"- {line}" for line in summary_lines(summary)], ""]
+    for r in summary.get("rounds") or []:
+        verdict = "you picked your own text" if r["correct"] else "you took the model's text for yours"
+        out += [f"## Round {r['number']} ({r['model']}): {verdict}", ""]
+        out += [f"**Yours:** {r['real']}", "", f"**{r['model']}:** {r['generated']}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def report_section(results_folder: Path, run: str) -> tuple[str, str]:
+    """(Markdown, HTML) of the benchmark report's blind-test section: the result when blind/summary.json
+    exists, else how to run it; both link blind/summary.md."""
+    import html
+
+    path = Path(results_folder) / BLIND / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = None
+    link, command = f"{BLIND}/{SUMMARY_MD}", f"voicetune blind-test --run {run}"
+    lines = summary_lines(summary) if summary and summary.get("models") else []
+    if lines:
+        rated = f"{summary['rounds_rated']} of {summary['rounds_total']} rounds rated"
+        before, after = "From ", f" ({rated}; "
+    else:
+        before = "Can you tell your own continuation from the model's? "
+        after = " asks you round by round in your browser; the result goes to "
+    end = "):" if lines else "."
+    md = f"## Blind test\n\n{before}`{command}`{after}[{link}]({link}){end}\n"
+    md += "".join(f"\n- {line}" for line in lines)
+    page = (
+        f'<h2 id="blind-test">Blind test</h2><p>{html.escape(before)}<code>{html.escape(command)}</code>'
+        f'{html.escape(after)}<a href="{link}">{link}</a>{end}</p>'
+    )
+    if lines:
+        page += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+    return md.rstrip() + "\n", page
+
+
+def keep_answers(previous: Path, replacement: Path) -> None:
+    """Carry blind/ from a results folder into the one replacing it (a benchmark re-run): the person's
+    answers are never deleted; a session built from other samples is archived when next opened."""
+    if (Path(previous) / BLIND).is_dir():
+        shutil.copytree(Path(previous) / BLIND, Path(replacement) / BLIND, dirs_exist_ok=True)
 
 
 def summary_lines(summary: Mapping[str, Any]) -> list[str]:
