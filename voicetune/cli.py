@@ -23,12 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "base-model": ("voicetune.model.base_model", "build the embedded demo base model (no hub download)"),
     "prepare": ("voicetune.data.prepare", "writing samples -> clean, chunked train/val/test JSONL"),
     "train": ("voicetune.train.train", "LoRA/QLoRA fine-tuning through Axolotl"),
+    "voice-curve": ("voicetune.voice.checkpoint_choice", "score each checkpoint by voice; choose one"),
     "merge": ("voicetune.model.merge", "merge a trained adapter into its base model, with a parity check"),
     "generate": ("voicetune.model.generate", "write, continue or rewrite in the learned voice"),
     "benchmark": ("voicetune.voice.benchmark", "base vs fine-tuned vs the author: stylometry report"),
     "blind-test": ("voicetune.voice.blind_test", "which one did you write? a blind test in your browser"),
     "serve": ("voicetune.model.serve", "serve a merged model with vLLM's OpenAI-compatible server"),
-    "export-gguf": ("voicetune.model.export", "export a merged model to GGUF for llama.cpp / Ollama"),
+    "export": ("voicetune.model.export", "GGUF for llama.cpp / Ollama / LM Studio, checked in llama.cpp"),
+    "export-gguf": ("voicetune.model.export", "the same as export (older name)"),
 }
 
 
