@@ -665,9 +665,11 @@ def run(args: argparse.Namespace) -> int:
         say(f"note: {note}")
     with exclusive_lock(plan.out_dir, "writing"):
         results = run_benchmark(plan, settings)
+        from voicetune.voice.blind_test import keep_answers
         from voicetune.voice.report import write_report
 
         with atomic_output_dir(plan.out_dir) as tmp:
+            keep_answers(plan.out_dir, tmp)  # the person's blind-test answers outlive a re-run
             written = write_report(tmp, results)
             write_manifest(
                 tmp,

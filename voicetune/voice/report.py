@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from voicetune.core.manifest import write_json_atomic, write_text_atomic
+from voicetune.voice import blind_test
 
 PLOTS = {
     "measures.png": "Every measure, per model, with 95% bootstrap intervals (the author's own held-out "
@@ -533,9 +534,12 @@ def write_report(folder: Path, results: Mapping[str, Any]) -> list[str]:
     for name, data in plots.items():
         (folder / name).write_bytes(data)
     write_json_atomic(folder / "results.json", results)
-    write_text_atomic(folder / "report.md", render_markdown(results, list(plots)))
+    # voicetune blind-test's section (its result from blind/summary.json, or how to run it)
+    blind_md, blind_html = blind_test.report_section(folder, str(results["run"]))
+    write_text_atomic(folder / "report.md", render_markdown(results, list(plots)) + "\n" + blind_md)
     write_text_atomic(folder / "samples.md", render_samples_markdown(results))
-    write_text_atomic(folder / "report.html", render_html(results, plots))
+    page = render_html(results, plots).replace("</body></html>", blind_html + "\n</body></html>")
+    write_text_atomic(folder / "report.html", page)
     return ["report.md", "report.html", "results.json", "samples.md", *plots]
 
 
