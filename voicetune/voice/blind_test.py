@@ -42,9 +42,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from voicetune.core.artifacts import SCRIPTS, PreparedData, stored_path
+from voicetune.core.artifacts import SCRIPTS, MergedModel, PreparedData, TrainedRun, stored_path
 from voicetune.core.errors import MissingArtifactError, VoicetuneError
 from voicetune.core.manifest import (
+    MANIFEST_NAME,
     build_manifest,
     fingerprint,
     sha256_file,
@@ -788,6 +789,18 @@ def benchmark_source(run: str, with_base: bool) -> Source | None:
     )
 
 
+def run_data_dir(run: str, recorded: Path | None) -> Path | None:
+    """The run's prepared data: where the samples say, else where its merged model or training says
+    (a results folder copied from another machine records a path that is not here)."""
+    merged = MergedModel.find(run)
+    candidates = [
+        recorded,
+        merged.data_dir if merged else None,
+        TrainedRun.load(run).data_dir if TrainedRun.exists(run) else None,
+    ]
+    return next((c for c in candidates if c is not None and (c / MANIFEST_NAME).is_file()), None)
+
+
 def held_out_texts(data_dir: Path) -> list[str]:
     """The run's prepared test split (its cleaned texts, one per held-out document)."""
     folder = PreparedData.load(data_dir).texts_dir("test")
@@ -923,12 +936,8 @@ def dpo_start(run: str) -> tuple[Path | None, Path | None, str]:
 
     try:
         base, tuned, _, _ = resolve_run(run)
-    except VoicetuneError as exc:
-        return (
-            None,
-            None,
-            f"no trained model for run '{run}' ({exc}): the DPO run starts from the default base",
-        )
+    except VoicetuneError:
+        return None, None, f"no trained model for run '{run}' here: DPO starts from the default base model"
     if tuned.adapter_dir is None:
         return (
             tuned.model_dir,
@@ -1075,8 +1084,11 @@ def run(args: argparse.Namespace) -> int:
             args.run, folder, args.rounds, args.with_base, seed, args.device, args.prompt_tokens,
             args.max_new_tokens,
         )  # fmt: skip
+    source.data_dir = run_data_dir(args.run, source.data_dir)
     if source.data_dir is not None:
         check_prompts_held_out(source.samples, held_out_texts(source.data_dir), Path(source.info["path"]))
+    else:
+        say(f"note: run '{args.run}' has no prepared data here: the prompts are not checked against it")
     session, note = open_session(
         folder, args.run, source.samples, source.models, source.info, args.rounds, seed,
         source.voice_score, new=args.new_session,
