@@ -31,6 +31,16 @@ constraints=()
 [[ -f setup/constraints.txt ]] && constraints=(-c setup/constraints.txt)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]" "${constraints[@]}"
 
+echo "==> browser for the page tests (Debian chromium, shared by report and blind-test tests)"
+if ! command -v chromium >/dev/null 2>&1; then
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "note: no chromium and no root for apt-get: the browser tests will be skipped" >&2
+    fi
+fi
+if command -v chromium >/dev/null 2>&1; then export VOICETUNE_REQUIRE_BROWSER=1; fi
+
 echo "==> ruff"
 "$VENV/bin/ruff" check .
 

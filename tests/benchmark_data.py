@@ -29,9 +29,14 @@ def known_answer_results() -> dict[str, Any]:
 
     train, test = author_split()
     cfg = bm.resolve_settings(
-        bm.BenchmarkSettings(prompts=16, bootstrap=400, attribution_segments=150, seed=5), "cpu"
+        bm.BenchmarkSettings(
+            prompts=32, bootstrap=400, attribution_segments=150, calibration_pieces=80, seed=5
+        ),
+        "cpu",
     )
-    items = bm.select_prompts(test, cfg.prompts, cfg.prompt_tokens, 60, cfg.seed, lambda s: len(s.split()))
+    spans = bm.held_out_windows(test, cfg.prompt_tokens, 60, lambda s: len(s.split()))
+    items, rest = bm.split_prompts(spans, cfg.prompts, cfg.seed)
+    calibration = [f"{w.prompt}\n\n{w.reference}" for w in rest]
     references = [item.reference for item in items]
     copied = segment_words(train[1], 60)[5 : 5 + len(items)]
     generations = {
@@ -55,7 +60,9 @@ def known_answer_results() -> dict[str, Any]:
         out_dir=Path("unused"),
         notes=["made by tests/benchmark_data.py"],
     )
-    results = bm.analyse(cfg, plan, train, test, other_authors(), items, generations, windows, "base")
+    results = bm.analyse(
+        cfg, plan, train, test, other_authors(), items, generations, windows, "base", calibration
+    )
     results["models"] = [
         {"name": n, "model_dir": f"/models/{n}", "adapter_dir": None, "prompt_format": "chat",
          "perplexity_blocks": 24, "perplexity_tokens": int(tokens.sum())}

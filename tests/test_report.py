@@ -36,7 +36,7 @@ def test_results_json_round_trips_and_has_no_nan(written: tuple[Path, list[str]]
     text = (folder / "results.json").read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON for any reader
     data = json.loads(text)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["baseline"] == "base" and data["reference"] == "author (held-out)"
     for entry in data["measures"].values():
         assert entry["direction"] in ("lower", "higher", "closer")
@@ -53,7 +53,23 @@ def test_results_schema_documents_every_key(written: tuple[Path, list[str]], rep
     missing += [key for key in data["measures"] if key not in documented]
     missing += [key for key in data["comparisons"][0] if key not in documented]
     missing += [key for key in data["summary"]["tuned"] if key not in documented]
+    missing += [key for key in data["voice_scale"] if key not in documented]
+    missing += [key for key in data["voice_scale"]["measures"] if key not in documented]
+    missing += [key for key in data["measures"]["style_distance"] if key not in documented]
+    missing += [key for key in data["measures"]["style_distance"]["discrimination"] if key not in documented]
     assert not missing, f"docs/results_schema.md does not mention: {missing}"
+
+
+def test_markdown_opens_with_the_voice_score(written: tuple[Path, list[str]]) -> None:
+    folder, _ = written
+    lines = (folder / "report.md").read_text().splitlines()
+    assert lines[0] == "# Voice benchmark: known-answers"
+    headline = lines[2]
+    assert headline.startswith("**How much does it sound like you? tuned: ")
+    assert re.search(r"tuned: -?\d\.\d\d \[-?\d\.\d\d, -?\d\.\d\d\]", headline), headline
+    assert "0 is other writers' real text and 1 is your own held-out writing" in headline
+    assert "words" in headline  # how much each system wrote
+    assert lines[4].startswith("![") and "(voice_score.png)" in lines[4]
 
 
 def test_markdown_states_the_verdicts_with_intervals_and_the_ceiling(written: tuple[Path, list[str]]) -> None:
@@ -63,7 +79,8 @@ def test_markdown_states_the_verdicts_with_intervals_and_the_ceiling(written: tu
     assert "tuned beats base?" in md and "copycat beats base?" in md
     row = next(line for line in md.splitlines() if line.startswith("| Style distance"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]", cells[2]), cells  # value [low, high]
+    assert cells[2] == "yes"  # it tells the author from the other writers at this length
+    assert re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]", cells[3]), cells  # value [low, high]
     assert cells[-3] == "yes"  # tuned beats base on the style distance
     assert "author (held-out)" in md and "ceiling" in md
     assert "Copying: copycat" in md and "more than the author's own new writing" in md
@@ -77,7 +94,8 @@ def test_html_embeds_the_plots_and_needs_no_javascript(written: tuple[Path, list
     assert page.count('src="data:image/png;base64,') == len(report.PLOTS)
     assert "<script" not in page.lower()
     assert '<td class="yes">yes</td>' in page
-    assert page.count('<table class="samples">') == len(known_answer_results()["samples"])
+    assert page.count('<table class="samples">') == 3 + len(known_answer_results()["samples"])
+    assert page.index('id="headline"') < page.index('id="voice-scale"') < page.index("Every measure")
 
 
 def test_samples_are_side_by_side(written: tuple[Path, list[str]]) -> None:
@@ -85,9 +103,34 @@ def test_samples_are_side_by_side(written: tuple[Path, list[str]]) -> None:
     samples = (folder / "samples.md").read_text()
     results = known_answer_results()
     assert samples.count("## Prompt ") == len(results["samples"])
-    assert "| author (held-out) | base | tuned | copycat |" in samples
+    assert "| you (held-out) | base | tuned | copycat | another writer |" in samples
     first = results["samples"][0]["continuations"]["tuned"]
     assert " ".join(first.split())[:60] in samples
+
+
+def test_report_page_in_a_real_browser(written: tuple[Path, list[str]]) -> None:
+    """Headless Chromium opens report.html: every plot image decoded, and the headline (a number with
+    its interval) is visible on the first screen."""
+    from browser import headless_browser
+
+    folder, _ = written
+    with headless_browser() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((folder / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate(
+            "Array.from(document.images).map(i => ({ok: i.complete, w: i.naturalWidth, alt: i.alt}))"
+        )
+        assert len(images) == len(report.PLOTS)
+        assert all(img["ok"] and img["w"] > 0 for img in images), images
+        headline = page.locator("#headline")
+        assert headline.is_visible()
+        box = headline.bounding_box()
+        assert box is not None and box["y"] + box["height"] < 900
+        assert re.search(r"\d\.\d\d \[-?\d\.\d\d, -?\d\.\d\d\]", headline.inner_text())
+        scale = page.locator("#voice-scale img").bounding_box()
+        assert scale is not None and scale["y"] < 900  # the picture starts on the first screen
+        page.close()
 
 
 def test_formatting_helpers() -> None:

@@ -47,6 +47,7 @@ from voicetune.core.progress import header, say
 from voicetune.core.settings import load_section
 from voicetune.voice.scoring import (
     AUTHOR,
+    OTHERS,
     Context,
     TextScores,
     compute_measures,
@@ -56,7 +57,7 @@ from voicetune.voice.scoring import (
     summarize,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PREPARE_SCRIPT = SCRIPTS["prepare"]
 TRAIN_SCRIPT = SCRIPTS["train"]
 MERGE_SCRIPT = SCRIPTS["merge"]
@@ -66,11 +67,11 @@ LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "scipy", 
 # On CPU the cost is mostly prompt prefill and perplexity windows (~0.27 GFLOP per token for a 135M
 # model), so prompts are shorter and perplexity windows overlap less.
 CPU_DEFAULTS = {
-    "prompts": 24, "prompt_tokens": 64, "max_new_tokens": 72, "batch_size": 24,
+    "prompts": 64, "prompt_tokens": 48, "max_new_tokens": 96, "batch_size": 32,
     "ppl_max_tokens": 2048, "ppl_window": 512, "ppl_stride": 384,
 }  # fmt: skip
 GPU_DEFAULTS = {
-    "prompts": 128, "prompt_tokens": 128, "max_new_tokens": 160, "batch_size": 32,
+    "prompts": 160, "prompt_tokens": 128, "max_new_tokens": 192, "batch_size": 64,
     "ppl_max_tokens": 32768, "ppl_window": 1024, "ppl_stride": 512,
 }  # fmt: skip
 
@@ -99,6 +100,8 @@ class BenchmarkSettings(BaseModel):
     mattr_window: int = Field(default=50, ge=5)
     novelty_n: int = Field(default=8, ge=2, le=64)
     delta_words: int = Field(default=150, ge=10)
+    calibration_pieces: int = Field(default=300, ge=8, le=100_000)  # per side, for the voice score
+    others_holdout: float = Field(default=0.3, gt=0.0, lt=1.0)  # share of each other author kept unseen
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ class Plan:
     """What to compare, on which author, written where."""
 
     name: str
-    models: list[Any]  # perplexity.ModelSpec, baseline first
+    models: list[Any]  # lm_eval.ModelSpec, baseline first
     train_dir: Path
     test_dir: Path
     others_dir: Path
@@ -301,6 +304,32 @@ def select_prompts(
     seed (in document order). A prompt is whole sentences, about prompt_tokens tokens, so every
     continuation starts a new sentence; its reference is the text that follows, cut at a word to
     reference_tokens tokens (the budget the models get)."""
+    windows = held_out_windows(texts, prompt_tokens, reference_tokens, count_tokens)
+    return split_prompts(windows, n, seed)[0]
+
+
+def split_prompts(
+    windows: Sequence[PromptItem], n: int, seed: int
+) -> tuple[list[PromptItem], list[PromptItem]]:
+    """(n windows drawn with the seed, the rest), both in document order. The rest is held-out text
+    that no prompt touches: the voice score calibrates its ceiling on it."""
+    if len(windows) <= n:
+        return list(windows), []
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(len(windows), size=n, replace=False).tolist())
+    return (
+        [w for i, w in enumerate(windows) if i in chosen],
+        [w for i, w in enumerate(windows) if i not in chosen],
+    )
+
+
+def held_out_windows(
+    texts: Sequence[str],
+    prompt_tokens: int,
+    reference_tokens: int,
+    count_tokens: Callable[[str], int],
+) -> list[PromptItem]:
+    """Every (prompt, reference) window of the held-out texts, in document order (select_prompts)."""
     from voicetune.voice.stylometry import paragraphs, sentences
 
     windows: list[PromptItem] = []
@@ -334,10 +363,6 @@ def select_prompts(
             reference = _cut_to_tokens(join(units[j:k]), reference_tokens, count_tokens)
             windows.append(PromptItem(doc, join(units[i:j]), reference))
             i = k
-    if len(windows) > n:
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(len(windows), size=n, replace=False))
-        windows = [windows[int(i)] for i in keep]
     return windows
 
 
@@ -354,6 +379,32 @@ def _load_texts(folder: Path, raw: bool) -> list[str]:
         if not texts:
             raise VoicetuneError(f"{folder}: nothing is left after cleaning; give the author's prose")
     return texts
+
+
+def _validation_texts(plan: Plan) -> list[str]:
+    """The prepared data's validation texts (never trained on), if there are any."""
+    if plan.data_dir is None or not (plan.data_dir / "texts" / "val").is_dir():
+        return []
+    return _load_texts(plan.data_dir / "texts" / "val", False)
+
+
+def plan_prompts(
+    windows: Sequence[PromptItem], val_texts: Sequence[str], cfg: Resolved
+) -> tuple[list[PromptItem], list[str]]:
+    """(prompts, the author's calibration texts). Prompts are drawn from the held-out windows; the
+    windows left over and the validation texts calibrate the voice score's ceiling. When those would
+    give fewer pieces than there are prompts, half the windows are kept back for calibration."""
+    reference_words = 0.75 * cfg.max_new_tokens  # about how long a piece will be
+    spare_words = sum(len(t.split()) for t in val_texts)
+    n = cfg.prompts
+    window_words = (
+        statistics.mean(len(w.prompt.split()) + len(w.reference.split()) for w in windows) if windows else 0
+    )
+    if spare_words + max(0, len(windows) - n) * window_words < n * reference_words:
+        n = min(n, max(2, len(windows) // 2))
+        say(f"note: {len(windows)} held-out windows: {n} become prompts, the rest calibrate the voice score")
+    items, rest = split_prompts(windows, n, cfg.seed)
+    return items, [f"{w.prompt}\n\n{w.reference}" for w in rest] + list(val_texts)
 
 
 def _render_prompts(
@@ -373,13 +424,12 @@ def _render_prompts(
 def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     """Everything but writing: returns the results.json payload (plus 'samples' and 'plots' data)."""
     from voicetune.model.generate import prompt_format
-    from voicetune.model.loading import pick_device
-    from voicetune.voice import perplexity
+    from voicetune.voice import perplexity as lm_eval
     from voicetune.voice.attribution import load_other_authors
 
     started = time.monotonic()
     timings: dict[str, float] = {}
-    device = pick_device(settings.device)
+    device = lm_eval.pick_device(settings.device)
     cfg = resolve_settings(settings, device)
     if cfg.threads and device == "cpu":
         import torch
@@ -406,15 +456,15 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     from transformers import AutoTokenizer  # tokenizer only: prompts are cut in the baseline's tokens
 
     baseline = plan.models[0]
-    base_tokenizer = AutoTokenizer.from_pretrained(str(perplexity.tokenizer_dir(baseline)))
-    items = select_prompts(
+    base_tokenizer = AutoTokenizer.from_pretrained(str(lm_eval.tokenizer_dir(baseline)))
+    all_windows = held_out_windows(
         test_texts,
-        cfg.prompts,
         cfg.prompt_tokens,
         cfg.max_new_tokens,
-        cfg.seed,
         lambda s: len(base_tokenizer(s, add_special_tokens=False)["input_ids"]),
     )
+    val_texts = _validation_texts(plan)
+    items, calibration_texts = plan_prompts(all_windows, val_texts, cfg)
     if len(items) < 2:
         raise VoicetuneError(
             f"the held-out texts in {plan.test_dir} are too short for prompts of {cfg.prompt_tokens} tokens "
@@ -430,25 +480,28 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     prompt_modes: dict[str, str] = {}
     for spec in plan.models:
         header(f"benchmark: model '{spec.name}' ({spec.describe()}) on {device}")
-        model, tokenizer = perplexity.load_model(spec, device)
-        windows[spec.name] = perplexity.perplexity_windows(
+        model, tokenizer = lm_eval.load_model(spec, device)
+        windows[spec.name] = lm_eval.perplexity_windows(
             model, tokenizer, test_texts, cfg.ppl_max_tokens, cfg.ppl_window, cfg.ppl_stride,
             batch_size=max(1, min(8, cfg.batch_size // 2)), desc=f"{spec.name}: perplexity",
         )  # fmt: skip
         prompts, raw = _render_prompts(tokenizer, items, fmt, cfg.prompt_format)
         prompt_modes[spec.name] = "raw" if raw else "chat"
-        generations[spec.name] = perplexity.generate_continuations(
+        generations[spec.name] = lm_eval.generate_continuations(
             model, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
             cfg.repetition_penalty, cfg.seed, cfg.batch_size, add_special_tokens=raw,
             desc=f"{spec.name}: generate",
         )  # fmt: skip
         say(f"{spec.name}: perplexity {windows[spec.name].perplexity:.2f}; {len(prompts)} continuations")
         del model, tokenizer
-        perplexity.release_memory()
+        lm_eval.release_memory()
         t = lap(f"model:{spec.name}", t)
 
     header("benchmark: stylometry and attribution")
-    results = analyse(cfg, plan, train_texts, test_texts, others, items, generations, windows, baseline.name)
+    results = analyse(
+        cfg, plan, train_texts, test_texts, others, items, generations, windows, baseline.name,
+        calibration_texts,
+    )  # fmt: skip
     results["models"] = [
         {
             "name": spec.name,
@@ -468,6 +521,91 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     return results
 
 
+def split_other_authors(
+    others: Mapping[str, Sequence[str]], held_out_share: float
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """({author: reference texts}, {author: held-out texts}): the last held_out_share of each other
+    author's paragraphs is kept away from the classifier, Delta and the voice scale's lines, so the
+    "others" pieces are as new to every measure as the author's held-out text is."""
+    from voicetune.voice.stylometry import paragraphs
+
+    reference: dict[str, list[str]] = {}
+    held_out: dict[str, list[str]] = {}
+    for name, texts in others.items():
+        paras = [p for t in texts for p in paragraphs(t)]
+        total = sum(len(p.split()) for p in paras)
+        running, cut = 0, len(paras)
+        for i, p in enumerate(paras):
+            if running >= (1 - held_out_share) * total:
+                cut = i
+                break
+            running += len(p.split())
+        reference[name] = ["\n\n".join(paras[:cut])]
+        held_out[name] = ["\n\n".join(paras[cut:])]
+    return reference, held_out
+
+
+def other_author_pieces(
+    held_out: Mapping[str, Sequence[str]], words: int, count: int, seed: int
+) -> list[str]:
+    """`count` pieces of `words` words from the other authors' held-out text, taken from each author in
+    turn (as even a mix as the text allows), in a seeded order."""
+    from voicetune.voice.voice_score import cut_pieces
+
+    per_author = [cut_pieces(texts, words, count, seed=seed + i) for i, texts in enumerate(held_out.values())]
+    mixed: list[str] = []
+    for i in range(max((len(p) for p in per_author), default=0)):
+        mixed += [p[i] for p in per_author if i < len(p)]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(mixed))
+    return [mixed[i] for i in order][:count]
+
+
+def voice_scores(
+    cfg: Resolved,
+    train_texts: Sequence[str],
+    others_reference: Mapping[str, Sequence[str]],
+    calibration_texts: Sequence[str],
+    others_calibration: Sequence[str],
+    words: int,
+    pieces: Mapping[str, Sequence[str]],
+    baseline: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(voice_score, voice_scale) of results.json: every system on the calibrated scale (0 = the
+    other authors, 1 = the author's held-out text), and fine-tuned - base paired over prompts. The
+    scale is fitted on pieces no system is scored on (voicetune.voice.voice_score)."""
+    from voicetune.voice import voice_score as vs
+
+    author_calibration = vs.cut_pieces(calibration_texts, words, cfg.calibration_pieces, seed=cfg.seed)
+    count = len(pieces[AUTHOR])
+    scale = vs.fit_voice_scale(
+        author_calibration, others_calibration, author_reference=train_texts,
+        other_reference=others_reference, seed=cfg.seed, n_boot=cfg.bootstrap, check_count=count,
+    )  # fmt: skip
+    voice = {name: vs.score_pieces(scale, texts, seed=cfg.seed).to_dict() for name, texts in pieces.items()}
+    models = [name for name in pieces if name not in (AUTHOR, OTHERS)]
+    challengers = [name for name in models if name != baseline]
+    differences = {
+        name: vs.score_difference(scale, pieces[name], pieces[baseline], seed=cfg.seed).to_dict()
+        for name in challengers
+    }
+    if challengers:
+        voice["difference"] = differences[challengers[0]]
+    from voicetune.voice.stylometry import words as tokenize
+
+    info = scale.to_dict()
+    info.update(
+        {
+            "difference_of": f"{challengers[0]} - {baseline}" if challengers else None,
+            "differences": differences,
+            "in_sample": False,
+            "scored_pieces": {name: len(texts) for name, texts in pieces.items()},
+            "words": {name: sum(len(tokenize(t)) for t in texts) for name, texts in pieces.items()},
+        }
+    )
+    return voice, info
+
+
 def analyse(
     cfg: Resolved,
     plan: Plan,
@@ -478,23 +616,31 @@ def analyse(
     generations: Mapping[str, Sequence[str]],
     windows: Mapping[str, Any],
     baseline: str,
+    calibration_texts: Sequence[str],
 ) -> dict[str, Any]:
     """The torch-free half: score every continuation against the author and build results.json
     (without "models" and "timing_seconds", which the caller adds). generations: model -> one text
-    per item; windows: model -> perplexity.WindowScores of the held-out text."""
+    per item; windows: model -> lm_eval.WindowScores of the held-out text; calibration_texts: the
+    author's held-out text that no prompt uses (the voice score's ceiling is calibrated on it)."""
     from voicetune.voice import stylometry as st
     from voicetune.voice.attribution import train_attributor
 
     references = [item.reference for item in items]
     segment = max(30, int(statistics.median([len(r.split()) for r in references])))
+    others_reference, others_held_out = split_other_authors(others, cfg.others_holdout)
+    other_pieces = other_author_pieces(
+        others_held_out, segment, len(items) + cfg.calibration_pieces, cfg.seed
+    )
+    others_eval, others_calibration = other_pieces[: len(items)], other_pieces[len(items) :]
     profile = st.build_profile(train_texts)
     delta = st.fit_delta_space(
-        {"(author)": train_texts, **others}, segment_size=segment, n_words=cfg.delta_words, seed=cfg.seed
-    )
+        {"(author)": train_texts, **others_reference}, segment_size=segment, n_words=cfg.delta_words,
+        seed=cfg.seed,
+    )  # fmt: skip
     author_z = delta.zscores([w for text in train_texts for w in st.words(text)])
     attributor = train_attributor(
         train_texts,
-        others,
+        others_reference,
         segment_size=segment,
         max_segments_per_class=cfg.attribution_segments,
         seed=cfg.seed,
@@ -504,8 +650,13 @@ def analyse(
     )
     systems: dict[str, TextScores] = {name: score_texts(texts, ctx) for name, texts in generations.items()}
     systems[AUTHOR] = score_texts(references, ctx)
+    systems[OTHERS] = score_texts(others_eval, ctx)
     measures, comparisons = compute_measures(systems, windows, ctx, baseline, cfg.bootstrap, cfg.seed)
     longest = {name: float(np.max(s.longest_span, initial=0)) for name, s in systems.items()}
+    voice, scale_info = voice_scores(
+        cfg, train_texts, others_reference, calibration_texts, others_calibration, segment,
+        {**generations, AUTHOR: references, OTHERS: others_eval}, baseline,
+    )  # fmt: skip
     return {
         "schema_version": SCHEMA_VERSION,
         "voicetune_version": __version__,
@@ -522,7 +673,12 @@ def analyse(
             "test_texts": len(test_texts),
             "test_words": sum(len(st.words(x)) for x in test_texts),
         },
-        "others": {"dir": str(plan.others_dir), "authors": {k: len(v) for k, v in others.items()}},
+        "others": {
+            "dir": str(plan.others_dir),
+            "authors": {k: len(v) for k, v in others.items()},
+            "held_out_share": cfg.others_holdout,
+            "pieces": len(others_eval),
+        },
         "models": [{"name": name} for name in generations],
         "baseline": baseline,
         "reference": AUTHOR,
@@ -538,6 +694,8 @@ def analyse(
         "comparisons": comparisons,
         "tests": distribution_tests(systems, ctx),
         "summary": summarize(measures, comparisons, baseline, longest),
+        "voice_score": voice,
+        "voice_scale": scale_info,
         "notes": list(plan.notes),
         "timing_seconds": {},
         "samples": [
@@ -549,6 +707,7 @@ def analyse(
                     AUTHOR: item.reference,
                     **{name: gens[i] for name, gens in generations.items()},
                 },
+                "other_author": others_eval[i] if i < len(others_eval) else None,
             }
             for i, item in enumerate(items)
         ],
@@ -646,9 +805,9 @@ def run(args: argparse.Namespace) -> int:
         source=args.config,
     )
     plan = build_plan(args)
-    from voicetune.model.loading import pick_device
+    from voicetune.voice import perplexity as lm_eval
 
-    device = pick_device(settings.device)
+    device = lm_eval.pick_device(settings.device)
     cfg = resolve_settings(settings, device)
     inputs = {
         "models": [_model_identity(m) for m in plan.models],

@@ -19,6 +19,8 @@ from voicetune.core.manifest import write_json_atomic, write_text_atomic
 from voicetune.voice import blind_test
 
 PLOTS = {
+    "voice_score.png": "How much each system sounds like the author: 0 = the other writers' real text, "
+    "1 = the author's own held-out text; dots with 95% intervals.",
     "measures.png": "Every measure, per model, with 95% bootstrap intervals (the author's own held-out "
     "continuations in grey: the ceiling).",
     "attribution.png": "Share of continuations attributed to the author (dashed: chance).",
@@ -30,6 +32,7 @@ VERDICT_WORDS = {
     "worse": "no (worse)",
     "no clear difference": "not clearly",
     "not measured": "not measured",
+    "cannot tell at this length": "left out (cannot tell)",
 }
 
 
@@ -70,7 +73,13 @@ def direction_words(direction: str) -> str:
 
 
 def systems_in_order(results: Mapping[str, Any]) -> list[str]:
-    return [m["name"] for m in results["models"]] + [results["reference"]]
+    """The models, the author's held-out text, and the other writers' text when it was scored."""
+    tail = ["others"] if "others" in (results.get("voice_score") or {}) else []
+    return [m["name"] for m in results["models"]] + [results["reference"]] + tail
+
+
+def model_names(results: Mapping[str, Any]) -> list[str]:
+    return [m["name"] for m in results["models"]]
 
 
 def challengers(results: Mapping[str, Any]) -> list[str]:
@@ -91,13 +100,15 @@ def results_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]
     """Measure | better | each system's value [CI] | each challenger - baseline [CI] and verdict."""
     baseline = results["baseline"]
     systems = systems_in_order(results)
-    heads = ["Measure", "Better"] + [f"{s}" for s in systems]
+    heads = ["Measure", "Better", "Tells you from others?"] + [f"{s}" for s in systems]
     for model in challengers(results):
         heads += [f"{model} − {baseline} [95% CI]", f"{model} beats {baseline}?"]
     rows = []
     for key, m in results["measures"].items():
         share = _is_share(m)
-        row = [m["label"], direction_words(m["direction"])]
+        check = m.get("discrimination")
+        tells = "n/a" if check is None else ("yes" if check["passed"] else "cannot tell at this length")
+        row = [m["label"], direction_words(m["direction"]), tells]
         row += [fmt_estimate(m["values"].get(s), share) for s in systems]
         for model in challengers(results):
             c = comparison(results, key, model)
@@ -159,6 +170,92 @@ def models_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
 
 # ------------------------------------------------------------------------------------ prose
 
+OTHERS = "others"
+
+
+def _score(entry: Mapping[str, Any] | None) -> str:
+    """'0.62 [0.48, 0.77]' for a voice-score entry."""
+    if not entry or entry.get("value") is None:
+        return "n/a"
+    low, high = entry.get("ci_low"), entry.get("ci_high")
+    interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
+    return f"{entry['value']:.2f}{interval}"
+
+
+def voice_headline(results: Mapping[str, Any]) -> str:
+    """The report's first sentence: how much does the fine-tuned model sound like the author?"""
+    voice = results.get("voice_score") or {}
+    scale = results.get("voice_scale") or {}
+    baseline = results["baseline"]
+    models = [m["name"] for m in results["models"]]
+    tuned = next((m for m in models if m != baseline), baseline)
+    words = scale.get("words", {})
+    if not voice or voice.get(tuned, {}).get("value") is None:
+        return (
+            "**Voice score: not measured.** No measure told the author's own held-out text from the other "
+            "writers' at this length and count; give more prompts or longer continuations."
+        )
+    diff = voice.get("difference") or {}
+    low, high = diff.get("ci_low"), diff.get("ci_high")
+    if low is not None and low > 0:
+        change = "closer to you than the base model"
+    elif high is not None and high < 0:
+        change = "further from you than the base model"
+    else:
+        change = "not clearly different from the base model"
+    n = (voice.get(tuned) or {}).get("n")
+    return (
+        f"**How much does it sound like you? {tuned}: {_score(voice.get(tuned))}** on a scale where 0 is "
+        f"other writers' real text and 1 is your own held-out writing; {baseline}: "
+        f"{_score(voice.get(baseline))}. Difference {tuned} − {baseline}: {_score(diff)}, {change}. "
+        f"95% intervals over {n} prompts; each system wrote about {_words(words.get(tuned))} words "
+        f"({baseline}: {_words(words.get(baseline))}; your held-out text: "
+        f"{_words(words.get(results['reference']))})."
+    )
+
+
+def _words(x: int | None) -> str:
+    return "n/a" if x is None else f"{x:,}"
+
+
+def voice_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """System | voice score [95% CI] | words scored."""
+    voice = results.get("voice_score") or {}
+    scale = results.get("voice_scale") or {}
+    words = scale.get("words", {})
+    rows = []
+    for name in systems_in_order(results):
+        if name in voice:
+            label = {OTHERS: "other writers (held-out, floor ≈ 0)",
+                     results["reference"]: "you: held-out writing (ceiling ≈ 1)"}.get(name, name)  # fmt: skip
+            rows.append([label, _score(voice[name]), _words(words.get(name))])
+    if "difference" in voice:
+        rows.append([f"difference {scale.get('difference_of') or ''}", _score(voice["difference"]), ""])
+    return ["System", "Voice score [95% CI]", "Words scored"], rows
+
+
+def voice_measures_lines(results: Mapping[str, Any]) -> list[str]:
+    """Which measures the score is made of, and which could not tell the author from the others."""
+    scale = results.get("voice_scale") or {}
+    measures = scale.get("measures", {})
+    used = [f"{m['label']} ({100 * m['weight']:.0f}%)" for m in measures.values() if m["passed"]]
+    dropped = [m["label"] for m in measures.values() if not m["passed"]]
+    cal = scale.get("calibration", {})
+    lines = [
+        f"The voice score combines {len(used)} text profiles pooled over each system's continuations: "
+        + (", ".join(used) or "none")
+        + ". Each is the pooled profile's position on the line from the other writers to you, "
+        f"calibrated on {cal.get('author_pieces', 'n/a')} pieces of your held-out writing and "
+        f"{cal.get('other_pieces', 'n/a')} of the other writers', {cal.get('words_per_piece', 'n/a')} words "
+        "each, none of them scored here.",
+    ]
+    if dropped:
+        lines.append(
+            "Left out because they cannot tell your held-out writing from the other writers' at "
+            f"{cal.get('check_count', 'n/a')} pieces of this length: " + ", ".join(dropped) + "."
+        )
+    return lines
+
 
 def answer_lines(results: Mapping[str, Any]) -> list[str]:
     """The plain answer, one paragraph per challenger."""
@@ -184,15 +281,22 @@ def answer_lines(results: Mapping[str, Any]) -> list[str]:
             f"(95% interval of the paired difference excludes zero): {names(s['better'])}. "
             f"Further from the author on {len(s['worse'])}: {names(s['worse'])}. "
             f"No clear difference on {len(s['no_clear_difference'])}: {names(s['no_clear_difference'])}. "
+            + (
+                f"Left out of the count ({len(s.get('cannot_tell', []))}, they cannot tell the author from "
+                f"the other writers at this length): {names(s.get('cannot_tell', []))}. "
+                if s.get("cannot_tell")
+                else ""
+            )
             + copy_line
         )
     attribution = results["measures"]["attribution_share"]["values"]
     ceiling = attribution.get(results["reference"]) or {}
     chance = results["attribution"]["chance"]
-    parts = [f"{name} {fmt_estimate(attribution.get(name), True)}" for name in systems_in_order(results)[:-1]]
+    parts = [f"{name} {fmt_estimate(attribution.get(name), True)}" for name in model_names(results)]
     lines.append(
         f"Attribution: the classifier takes {', '.join(parts)} of the continuations for the author's; "
-        f"the author's own held-out passages (ceiling): {fmt_estimate(ceiling, True)}; chance: "
+        f"the author's own held-out passages (ceiling): {fmt_estimate(ceiling, True)}; the other "
+        f"writers' held-out passages: {fmt_estimate(attribution.get(OTHERS), True)}; chance: "
         f"{100 * chance:.0f}%."
     )
     return lines
@@ -282,11 +386,19 @@ def md_table(heads: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def render_markdown(results: Mapping[str, Any], plots: Sequence[str]) -> str:
-    out = [f"# Voice benchmark: {results['run']}", "", f"**Question.** {results['question']}", ""]
-    out += ["## Answer", ""] + [line + "\n" for line in answer_lines(results)]
+    out = [f"# Voice benchmark: {results['run']}", "", voice_headline(results), ""]
+    if "voice_score.png" in plots:
+        out += [f"![{PLOTS['voice_score.png']}](voice_score.png)", ""]
+    out += [md_table(*voice_table(results)), ""]
+    out += [*voice_measures_lines(results), ""]
     for note in results.get("notes", []):
         out.append(f"> Note: {note}\n")
-    out += ["## Results", "", md_table(*results_table(results)), ""]
+    out += ["## Samples, side by side", ""]
+    out.append(render_samples_markdown(results, limit=3, heading_level=3))
+    out += [f"All {len(results['samples'])} prompts: [samples.md](samples.md).", ""]
+    out += ["## Every measure", "", f"**Question.** {results['question']}", ""]
+    out += [line + "\n" for line in answer_lines(results)]
+    out += [md_table(*results_table(results)), ""]
     out.append(reading_note(results))
     out += ["", "## Setup", ""] + [f"- {line}" for line in setup_lines(results)]
     out += ["", md_table(*models_table(results)), ""]
@@ -303,28 +415,36 @@ def render_markdown(results: Mapping[str, Any], plots: Sequence[str]) -> str:
         "",
     ]
     for name in plots:
-        out += [f"![{PLOTS.get(name, name)}]({name})", "", f"*{PLOTS.get(name, name)}*", ""]
+        if name != "voice_score.png":
+            out += [f"![{PLOTS.get(name, name)}]({name})", "", f"*{PLOTS.get(name, name)}*", ""]
     out += ["## How to read the measures", ""] + [f"- {note}" for note in METHOD_NOTES]
-    out += [
-        "",
-        "## Samples",
-        "",
-        f"All {len(results['samples'])} prompts side by side: [samples.md](samples.md).",
-        "",
-    ]
-    out.append(render_samples_markdown(results, limit=3, heading_level=3))
     return "\n".join(out).rstrip() + "\n"
+
+
+def sample_columns(results: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(heading, key) of the side-by-side columns: you, each model, another writer."""
+    columns = [("you (held-out)", results["reference"])]
+    columns += [(name, name) for name in model_names(results)]
+    if any(s.get("other_author") for s in results["samples"]):
+        columns.append(("another writer", "__other__"))
+    return columns
+
+
+def _sample_text(sample: Mapping[str, Any], key: str) -> str:
+    if key == "__other__":
+        return str(sample.get("other_author") or "")
+    return str(sample["continuations"].get(key, ""))
 
 
 def render_samples_markdown(
     results: Mapping[str, Any], limit: int | None = None, heading_level: int = 2
 ) -> str:
-    systems = [results["reference"]] + [m["name"] for m in results["models"]]
+    columns = sample_columns(results)
     mark = "#" * heading_level
     out = [] if heading_level > 2 else [f"# Sample continuations: {results['run']}", ""]
     for sample in results["samples"][:limit]:
         out += [f"{mark} Prompt {sample['index'] + 1}", "", "> " + sample["prompt"].replace("\n", "\n> "), ""]
-        out.append(md_table(systems, [[sample["continuations"].get(s, "") for s in systems]]))
+        out.append(md_table([h for h, _ in columns], [[_sample_text(sample, k) for _, k in columns]]))
         out.append("")
     return "\n".join(out)
 
@@ -342,12 +462,22 @@ td.yes{background:#e3f4e1}td.worse{background:#fbe3e1}td.unclear{background:#f7f
 blockquote{border-left:4px solid #ccc;margin:0.5em 0;padding:0.2em 1em;color:#444;white-space:pre-wrap}
 img{max-width:100%;border:1px solid #eee}
 .note{background:#fff8e1;padding:0.5em 1em}
+.headline{font-size:1.25em;background:#eef5ff;padding:0.6em 1em;border-radius:4px}
 """
+
+
+_CELL_CLASSES = {
+    "yes": "yes",
+    "no (worse)": "worse",
+    "not clearly": "unclear",
+    "left out (cannot tell)": "unclear",
+    "cannot tell at this length": "unclear",
+}
 
 
 def _html_table(heads: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
     def cell(text: str) -> str:
-        css = {"yes": "yes", "no (worse)": "worse", "not clearly": "unclear"}.get(text, "")
+        css = _CELL_CLASSES.get(text, "")
         return f'<td class="{css}">{html.escape(text)}</td>' if css else f"<td>{html.escape(text)}</td>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
@@ -364,6 +494,29 @@ def _inline_md(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
 
 
+def _figure(name: str, data: bytes, element_id: str = "") -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    caption = html.escape(PLOTS.get(name, name))
+    ident = f' id="{element_id}"' if element_id else ""
+    return (
+        f'<figure{ident}><img alt="{caption}" src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _html_samples(results: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[str]:
+    columns = sample_columns(results)
+    parts = []
+    for sample in samples:
+        parts.append(
+            f"<h3>Prompt {sample['index'] + 1}</h3><blockquote>{html.escape(sample['prompt'])}</blockquote>"
+        )
+        parts.append(
+            _html_table([h for h, _ in columns], [[_sample_text(sample, k) for _, k in columns]], "samples")
+        )
+    return parts
+
+
 def render_html(results: Mapping[str, Any], plot_files: Mapping[str, bytes]) -> str:
     title = f"Voice benchmark: {results['run']}"
     parts = [
@@ -371,12 +524,20 @@ def render_html(results: Mapping[str, Any], plot_files: Mapping[str, bytes]) -> 
         f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        f'<p id="headline" class="headline">{_inline_md(voice_headline(results))}</p>',
+    ]
+    if "voice_score.png" in plot_files:
+        parts.append(_figure("voice_score.png", plot_files["voice_score.png"], "voice-scale"))
+    parts.append(_html_table(*voice_table(results)))
+    parts += [f"<p>{_inline_md(line)}</p>" for line in voice_measures_lines(results)]
+    parts += [f'<p class="note">Note: {html.escape(n)}</p>' for n in results.get("notes", [])]
+    parts += ["<h2>Samples, side by side</h2>", *_html_samples(results, results["samples"][:3])]
+    parts += [
+        "<h2>Every measure</h2>",
         f"<p><strong>Question.</strong> {html.escape(results['question'])}</p>",
-        "<h2>Answer</h2>",
     ]
     parts += [f"<p>{_inline_md(line)}</p>" for line in answer_lines(results)]
-    parts += [f'<p class="note">Note: {html.escape(n)}</p>' for n in results.get("notes", [])]
-    parts += ["<h2>Results</h2>", _html_table(*results_table(results))]
+    parts += [_html_table(*results_table(results))]
     parts.append(f"<p>{html.escape(reading_note(results))}</p>")
     parts += ["<h2>Setup</h2>", "<ul>"] + [f"<li>{_inline_md(line)}</li>" for line in setup_lines(results)]
     parts += ["</ul>", _html_table(*models_table(results))]
@@ -387,23 +548,11 @@ def render_html(results: Mapping[str, Any], plot_files: Mapping[str, bytes]) -> 
         _html_table(*tests_table(results)),
         "<h2>Plots</h2>",
     ]
-    for name, data in plot_files.items():
-        encoded = base64.b64encode(data).decode("ascii")
-        caption = html.escape(PLOTS.get(name, name))
-        parts.append(
-            f'<figure><img alt="{caption}" src="data:image/png;base64,{encoded}">'
-            f"<figcaption>{caption}</figcaption></figure>"
-        )
+    parts += [_figure(name, data) for name, data in plot_files.items() if name != "voice_score.png"]
     parts += ["<h2>How to read the measures</h2>", "<ul>"] + [
         f"<li>{html.escape(n)}</li>" for n in METHOD_NOTES
     ]
-    parts += ["</ul>", "<h2>Samples, side by side</h2>"]
-    systems = [results["reference"]] + [m["name"] for m in results["models"]]
-    for sample in results["samples"]:
-        parts.append(
-            f"<h3>Prompt {sample['index'] + 1}</h3><blockquote>{html.escape(sample['prompt'])}</blockquote>"
-        )
-        parts.append(_html_table(systems, [[sample["continuations"].get(s, "") for s in systems]], "samples"))
+    parts += ["</ul>", "<h2>All samples, side by side</h2>", *_html_samples(results, results["samples"])]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -422,8 +571,9 @@ def render_plots(results: Mapping[str, Any]) -> dict[str, bytes]:
 
     systems = systems_in_order(results)
     reference = results["reference"]
-    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(systems[:-1])}
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(model_names(results))}
     colors[reference] = (0.45, 0.45, 0.45, 1.0)
+    colors[OTHERS] = (0.75, 0.75, 0.75, 1.0)
     out: dict[str, bytes] = {}
 
     def save(fig: Any, name: str) -> None:
@@ -431,6 +581,42 @@ def render_plots(results: Mapping[str, Any]) -> dict[str, bytes]:
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         out[name] = buffer.getvalue()
+
+    # 0. the voice score: one scale from the other writers to the author
+    voice = results.get("voice_score") or {}
+    rows = [
+        name
+        for name in [OTHERS, *model_names(results), reference]
+        if (voice.get(name) or {}).get("value") is not None
+    ]
+    if rows:
+        labels = {OTHERS: "other writers", reference: "you (held-out)"}
+        fig, ax = plt.subplots(figsize=(8.5, 0.75 + 0.55 * len(rows)))
+        ends = [0.0, 1.0] + [
+            x for n in rows for x in (voice[n].get("ci_low"), voice[n].get("ci_high")) if x is not None
+        ]
+        lo, hi = min(ends) - 0.08, max(ends) + 0.08
+        ax.axvspan(lo, 0, color="#f3f3f3")
+        ax.axvline(0, color="#888", lw=1)
+        ax.axvline(1, color="#888", lw=1)
+        for y, name in enumerate(rows):
+            v = voice[name]
+            color = colors.get(name, (0.6, 0.6, 0.6, 1.0)) if name != OTHERS else (0.2, 0.2, 0.2, 1.0)
+            if v.get("ci_low") is not None and v.get("ci_high") is not None:
+                xerr = [[max(0.0, v["value"] - v["ci_low"])], [max(0.0, v["ci_high"] - v["value"])]]
+                ax.errorbar(v["value"], y, xerr=xerr, fmt="o", ms=9, color=color, capsize=5, lw=2)
+            else:
+                ax.plot(v["value"], y, "o", ms=9, color=color)
+            ax.annotate(f"{v['value']:.2f}", (v["value"], y), xytext=(0, 9), textcoords="offset points",
+                        ha="center", fontsize=9)  # fmt: skip
+        ax.set_yticks(range(len(rows)), [labels.get(n, n) for n in rows])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlim(lo, hi)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0\nother writers", "0.25", "0.5", "0.75", "1\nyou"])
+        ax.set_title("How much does it sound like you? (95% intervals)", fontsize=11)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        save(fig, "voice_score.png")
 
     # 1. every measure: a small forest plot each
     measures = list(results["measures"].items())

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 
 AUTHOR = "author (held-out)"  # the reference "system": the author's own continuations
+OTHERS = "others"  # the other authors' real text, as many pieces of the same length (the floor)
+CANNOT_TELL = "cannot tell at this length"
 
 
 @dataclass
@@ -37,8 +39,7 @@ class TextScores:
 
     words: np.ndarray
     attributed: np.ndarray
-    cosine_delta: np.ndarray
-    burrows_delta: np.ndarray
+    delta_counts: np.ndarray  # (N, V) counts of the Delta vocabulary's words
     style_distance: np.ndarray
     mattr: np.ndarray
     repetition: np.ndarray
@@ -56,17 +57,11 @@ def score_texts(texts: Sequence[str], ctx: Context) -> TextScores:
 
     nan = math.nan
     token_lists = [st.words(t) for t in texts]
-    cos, bur, dist, mat, rep, cop, tot, span = ([] for _ in range(8))
-    hists, puncts, fws = [], [], []
+    dist, mat, rep, cop, tot, span = ([] for _ in range(6))
+    hists, puncts, fws, deltas = [], [], [], []
     all_lengths: list[int] = []
     for text, tokens in zip(texts, token_lists, strict=True):
-        if tokens:
-            z = ctx.delta.zscores(tokens)
-            cos.append(st.cosine_delta(z, ctx.author_z))
-            bur.append(st.burrows_delta(z, ctx.author_z))
-        else:
-            cos.append(nan)
-            bur.append(nan)
+        deltas.append(ctx.delta.relative_frequencies(tokens) * len(tokens))
         d = st.style_distance(text, ctx.profile)
         dist.append(d if math.isfinite(d) else nan)
         mat.append(st.mattr(tokens, ctx.mattr_window))
@@ -86,8 +81,7 @@ def score_texts(texts: Sequence[str], ctx: Context) -> TextScores:
     return TextScores(
         words=np.array([len(t) for t in token_lists], dtype=float),
         attributed=attributed,
-        cosine_delta=np.array(cos),
-        burrows_delta=np.array(bur),
+        delta_counts=np.array(deltas, dtype=float).reshape(len(texts), len(ctx.delta.vocabulary)),
         style_distance=np.array(dist),
         mattr=np.array(mat),
         repetition=np.array(rep),
@@ -109,6 +103,7 @@ class MeasureDef:
     group: Literal["fit", "style", "copying"]
     unit: str
     description: str
+    pooled: bool = False  # a distance of a pooled profile: bias-corrected (voicetune.voice.bootstrap)
 
 
 MEASURES: tuple[MeasureDef, ...] = (
@@ -118,18 +113,23 @@ MEASURES: tuple[MeasureDef, ...] = (
                "share of continuations the classifier (char n-grams + function words) attributes to the "
                "author rather than to one of the other authors"),
     MeasureDef("cosine_delta", "Cosine Delta to author", "lower", "style", "distance",
-               "1 - cosine of most-frequent-word z-scores, text vs author (Smith & Aldridge 2011)"),
+               "1 - cosine of most-frequent-word z-scores of the pooled continuations vs the author's "
+               "training text (Smith & Aldridge 2011)", pooled=True),
     MeasureDef("burrows_delta", "Burrows' Delta to author", "lower", "style", "distance",
-               "mean |z difference| of most-frequent-word frequencies, text vs author (Burrows 2002)"),
+               "mean |z difference| of most-frequent-word frequencies, pooled continuations vs the "
+               "author's training text (Burrows 2002)", pooled=True),
     MeasureDef("style_distance", "Style distance (voicetune)", "lower", "style", "mean |z|",
                "calibrated mean |z| over function words, word order, punctuation, sentence and word "
                "length (~0.6-0.8 for the author's own new text)"),
     MeasureDef("sentence_length_ks", "Sentence lengths vs author (KS D)", "lower", "style", "KS D",
-               "Kolmogorov-Smirnov distance between pooled sentence lengths and the author's training text"),
+               "Kolmogorov-Smirnov distance between pooled sentence lengths and the author's training text",
+               pooled=True),
     MeasureDef("punctuation_jsd", "Punctuation profile vs author (JSD)", "lower", "style", "JS distance",
-               "Jensen-Shannon distance between pooled punctuation-mark counts and the author's"),
+               "Jensen-Shannon distance between pooled punctuation-mark counts and the author's",
+               pooled=True),
     MeasureDef("function_word_jsd", "Function-word profile vs author (JSD)", "lower", "style", "JS distance",
-               "Jensen-Shannon distance between pooled function-word counts and the author's"),
+               "Jensen-Shannon distance between pooled function-word counts and the author's",
+               pooled=True),
     MeasureDef("mattr", "Vocabulary richness (MATTR)", "closer", "style", "ratio",
                "moving-average type-token ratio (Covington & McFall 2010); closer to the author's own "
                "continuations is better"),
@@ -152,10 +152,17 @@ def statistics_for(scores: TextScores, ctx: Context) -> dict[str, Callable[[np.n
     author_hist = np.array(ctx.profile.sentence_length_hist, dtype=float)
     author_punct = np.array([ctx.profile.punctuation_per_word[m] for m in st.PUNCTUATION_MARKS])
     author_fw = np.array([ctx.profile.function_word_freq[w] for w in st.FUNCTION_WORDS])
+
+    def delta(kind: str) -> Callable[[np.ndarray], np.ndarray]:
+        def reduce(counts: np.ndarray) -> np.ndarray:
+            return st.delta_rows(counts, ctx.delta, ctx.author_z, kind)
+
+        return bs.pooled(np.column_stack([scores.delta_counts, scores.words]), reduce)
+
     return {
         "attribution_share": bs.mean_of(scores.attributed),
-        "cosine_delta": bs.mean_of(scores.cosine_delta),
-        "burrows_delta": bs.mean_of(scores.burrows_delta),
+        "cosine_delta": delta("cosine"),
+        "burrows_delta": delta("burrows"),
         "style_distance": bs.mean_of(scores.style_distance),
         "sentence_length_ks": bs.pooled(scores.sentence_hist, lambda h: st.ks_rows(h, author_hist)),
         "punctuation_jsd": bs.pooled(scores.punctuation, lambda c: st.jensen_shannon_rows(c, author_punct)),
@@ -180,6 +187,26 @@ def verdict(direction: str, diff: Mapping[str, Any]) -> str:
     return "no clear difference"
 
 
+def discrimination(direction: str, diff: Mapping[str, Any]) -> dict[str, Any]:
+    """Can the measure tell the author's own held-out text from the other authors' real text (same
+    length, same count)? diff: author - others (for 'closer': others' gap to the author)."""
+    low, high = diff.get("ci_low"), diff.get("ci_high")
+    if low is None or high is None:
+        passed = False
+    elif direction == "lower":
+        passed = high < 0
+    elif direction == "higher":
+        passed = low > 0
+    else:  # closer: the others' gap to the author's value must exceed zero
+        passed = low > 0
+    return {
+        "difference": dict(diff),
+        "difference_of": "others' gap to author" if direction == "closer" else "author - others",
+        "passed": passed,
+        "verdict": "tells the author from the others" if passed else CANNOT_TELL,
+    }
+
+
 def compute_measures(
     systems: Mapping[str, TextScores],
     windows: Mapping[str, Any],
@@ -188,16 +215,22 @@ def compute_measures(
     n_boot: int,
     seed: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(measures, comparisons) for results.json: every measure per system with its interval, and every
-    model against the baseline with a paired interval and a verdict."""
+    """(measures, comparisons) for results.json: every measure per system with its interval, whether
+    it tells the author (AUTHOR) from the other authors (OTHERS) at this length and count, and every
+    model against the baseline with a paired interval and a verdict. A style measure that cannot tell
+    the author from the others gets the verdict CANNOT_TELL and stays out of the summary."""
     from voicetune.voice import bootstrap as bs
 
-    n = len(next(iter(systems.values())).words)
+    n = len(systems[AUTHOR].words)
     weights = bs.resample_weights(n, n_boot, seed)
     stats = {name: statistics_for(s, ctx) for name, s in systems.items()}
-    models = [name for name in systems if name != AUTHOR]
+    models = [name for name in systems if name not in (AUTHOR, OTHERS)]
     measures: dict[str, Any] = {}
     comparisons: list[dict[str, Any]] = []
+    # Others' pieces are not paired with prompts: they are resampled on their own draws.
+    other_weights = (
+        bs.resample_weights(len(systems[OTHERS].words), n_boot, seed + 7) if OTHERS in systems else None
+    )
 
     # Perplexity: bootstrap over 128-token blocks of scored text (paired when the models share a tokenizer).
     ppl_stats: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
@@ -206,7 +239,7 @@ def compute_measures(
         ppl_stats[name] = bs.exp_of(bs.ratio_of(scored.nll, scored.tokens))
         ppl_weights[name] = bs.resample_weights(len(scored.nll), n_boot, seed + 1)
     values = {name: bs.estimate(ppl_stats[name], ppl_weights[name]).to_dict() for name in windows}
-    measures["perplexity"] = _measure_entry(MEASURE_BY_KEY["perplexity"], values, None, "token_blocks")
+    measures["perplexity"] = _measure_entry(MEASURE_BY_KEY["perplexity"], values, None, "token_blocks", None)
     for name in models:
         if name == baseline or name not in windows or baseline not in windows:
             continue
@@ -219,13 +252,29 @@ def compute_measures(
                 "value": values[name]["value"] - values[baseline]["value"],
                 "ci_low": None,
                 "ci_high": None,
+                "n": None,
             }
             paired = False
-        comparisons.append(_comparison("perplexity", name, baseline, diff, paired))
+        comparisons.append(_comparison("perplexity", name, baseline, diff, paired, True))
 
     for measure in MEASURES[1:]:
-        values = {name: bs.estimate(stats[name][measure.key], weights).to_dict() for name in systems}
-        measures[measure.key] = _measure_entry(measure, values, values.get(AUTHOR), "prompts")
+        bc = measure.pooled
+        values = {}
+        for name in systems:
+            w = other_weights if name == OTHERS else weights
+            values[name] = bs.estimate(stats[name][measure.key], w, bias_corrected=bc).to_dict()
+        check = None
+        if OTHERS in systems and measure.group == "style" and other_weights is not None:
+            a, o = stats[AUTHOR][measure.key], stats[OTHERS][measure.key]
+            if measure.direction == "closer":
+                diff = bs.unpaired_difference(
+                    o, a, other_weights, weights, bias_corrected=True, absolute=True
+                )
+            else:
+                diff = bs.unpaired_difference(a, o, weights, other_weights, bias_corrected=bc)
+            check = discrimination(measure.direction, diff.to_dict())
+        measures[measure.key] = _measure_entry(measure, values, values.get(AUTHOR), "prompts", check)
+        usable = check is None or check["passed"]
         for name in models:
             if name == baseline:
                 continue
@@ -233,13 +282,17 @@ def compute_measures(
             if measure.direction == "closer":
                 target = stats[AUTHOR][measure.key]
                 a, b = bs.gap_to(a, target), bs.gap_to(b, target)
-            diff = bs.difference(a, b, weights).to_dict()
-            comparisons.append(_comparison(measure.key, name, baseline, diff, True))
+            diff = bs.difference(a, b, weights, bias_corrected=bc or measure.direction == "closer").to_dict()
+            comparisons.append(_comparison(measure.key, name, baseline, diff, True, usable))
     return measures, comparisons
 
 
 def _measure_entry(
-    measure: MeasureDef, values: dict[str, Any], ceiling: dict[str, Any] | None, unit_of_resampling: str
+    measure: MeasureDef,
+    values: dict[str, Any],
+    ceiling: dict[str, Any] | None,
+    unit_of_resampling: str,
+    check: dict[str, Any] | None,
 ) -> dict[str, Any]:
     return {
         "label": measure.label,
@@ -248,12 +301,17 @@ def _measure_entry(
         "unit": measure.unit,
         "description": measure.description,
         "resampled_over": unit_of_resampling,
+        "interval": "bias-corrected basic bootstrap" if measure.pooled else "percentile bootstrap",
         "values": values,
         "ceiling": ceiling,
+        "discrimination": check,
+        "in_verdict": measure.group != "copying" and (check is None or bool(check["passed"])),
     }
 
 
-def _comparison(key: str, model: str, baseline: str, diff: dict[str, Any], paired: bool) -> dict[str, Any]:
+def _comparison(
+    key: str, model: str, baseline: str, diff: dict[str, Any], paired: bool, usable: bool
+) -> dict[str, Any]:
     measure = MEASURE_BY_KEY[key]
     return {
         "measure": key,
@@ -262,7 +320,7 @@ def _comparison(key: str, model: str, baseline: str, diff: dict[str, Any], paire
         "difference": diff,
         "difference_of": "gap to author" if measure.direction == "closer" else "value",
         "paired": paired,
-        "verdict": verdict(measure.direction, diff),
+        "verdict": verdict(measure.direction, diff) if usable else CANNOT_TELL,
     }
 
 
@@ -333,10 +391,16 @@ def summarize(
     copying check against the author's own held-out text (longest_span: max over prompts, by system)."""
     out: dict[str, Any] = {}
     for model in longest_span:
-        if model in (baseline, AUTHOR):
+        if model in (baseline, AUTHOR, OTHERS):
             continue
         mine = [c for c in comparisons if c["model"] == model]
-        counts = {"better": [], "worse": [], "no clear difference": [], "not measured": []}
+        counts: dict[str, list[str]] = {
+            "better": [],
+            "worse": [],
+            "no clear difference": [],
+            "not measured": [],
+            CANNOT_TELL: [],
+        }
         for c in mine:
             if MEASURE_BY_KEY[c["measure"]].group in ("fit", "style"):
                 counts[c["verdict"]].append(c["measure"])
@@ -355,6 +419,7 @@ def summarize(
             "worse": counts["worse"],
             "no_clear_difference": counts["no clear difference"],
             "not_measured": counts["not measured"],
+            "cannot_tell": counts[CANNOT_TELL],
             "copying": copying,
             "copied_ngram_share": model_share.get("value"),
             "author_copied_ngram_share": own,

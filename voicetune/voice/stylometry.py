@@ -328,6 +328,19 @@ def cosine_delta(z_a: np.ndarray, z_b: np.ndarray) -> float:
     return math.nan if norm == 0 else float(1.0 - a @ b / norm)
 
 
+def delta_rows(counts: np.ndarray, space: DeltaSpace, author_z: np.ndarray, kind: str) -> np.ndarray:
+    """Delta of each row of pooled counts to the author: columns are the space's vocabulary counts
+    and, last, the number of words. kind: "cosine" (Smith & Aldridge) or "burrows"."""
+    counts = np.asarray(counts, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (counts[:, :-1] / counts[:, -1:] - space.mean) / space.std
+    if kind == "burrows":
+        return np.mean(np.abs(z - author_z), axis=1)
+    norms = np.linalg.norm(z, axis=1) * float(np.linalg.norm(author_z))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, 1.0 - (z @ author_z) / norms, np.nan)
+
+
 @dataclass(frozen=True)
 class DeltaSpace:
     """Most-frequent-word z-scores for Delta, standardised on a reference corpus of segments.
