@@ -105,6 +105,9 @@ def test_benchmark_end_to_end_is_reproducible_and_then_up_to_date(
     assert first["samples"] == second["samples"]
     assert first["measures"] == second["measures"]
     assert first["comparisons"] == second["comparisons"]
+    assert first["voice_score"] == second["voice_score"]
+    assert set(first["voice_score"]) == {"base", "lora", "author (held-out)", "others", "difference"}
+    assert first["voice_scale"]["difference_of"] == "lora - base"
     assert [m["name"] for m in first["models"]] == ["base", "lora"]
     assert first["models"][1]["adapter_dir"] == str(adapter.resolve())
     assert first["settings"]["attribution_segments"] == 120 and first["prompts"]["count"] == 3

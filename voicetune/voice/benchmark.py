@@ -424,12 +424,13 @@ def _render_prompts(
 def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     """Everything but writing: returns the results.json payload (plus 'samples' and 'plots' data)."""
     from voicetune.model.generate import prompt_format
+    from voicetune.model.loading import pick_device
     from voicetune.voice import perplexity as lm_eval
     from voicetune.voice.attribution import load_other_authors
 
     started = time.monotonic()
     timings: dict[str, float] = {}
-    device = lm_eval.pick_device(settings.device)
+    device = pick_device(settings.device)
     cfg = resolve_settings(settings, device)
     if cfg.threads and device == "cpu":
         import torch
@@ -626,10 +627,11 @@ def analyse(
     from voicetune.voice.attribution import train_attributor
 
     references = [item.reference for item in items]
-    segment = max(30, int(statistics.median([len(r.split()) for r in references])))
+    piece_words = max(5, int(statistics.median([len(r.split()) for r in references])))
+    segment = max(30, piece_words)  # the classifier's and Delta's segments: at least 30 words
     others_reference, others_held_out = split_other_authors(others, cfg.others_holdout)
     other_pieces = other_author_pieces(
-        others_held_out, segment, len(items) + cfg.calibration_pieces, cfg.seed
+        others_held_out, piece_words, len(items) + cfg.calibration_pieces, cfg.seed
     )
     others_eval, others_calibration = other_pieces[: len(items)], other_pieces[len(items) :]
     profile = st.build_profile(train_texts)
@@ -654,7 +656,7 @@ def analyse(
     measures, comparisons = compute_measures(systems, windows, ctx, baseline, cfg.bootstrap, cfg.seed)
     longest = {name: float(np.max(s.longest_span, initial=0)) for name, s in systems.items()}
     voice, scale_info = voice_scores(
-        cfg, train_texts, others_reference, calibration_texts, others_calibration, segment,
+        cfg, train_texts, others_reference, calibration_texts, others_calibration, piece_words,
         {**generations, AUTHOR: references, OTHERS: others_eval}, baseline,
     )  # fmt: skip
     return {
@@ -805,9 +807,9 @@ def run(args: argparse.Namespace) -> int:
         source=args.config,
     )
     plan = build_plan(args)
-    from voicetune.voice import perplexity as lm_eval
+    from voicetune.model.loading import pick_device
 
-    device = lm_eval.pick_device(settings.device)
+    device = pick_device(settings.device)
     cfg = resolve_settings(settings, device)
     inputs = {
         "models": [_model_identity(m) for m in plan.models],
