@@ -406,9 +406,13 @@ def test_cli_prints_a_loopback_url_whose_page_asks(fixture_run, tmp_path):
         html = response.read().decode()
         assert response.status == 200 and "Which continuation did you write?" in html
         assert "Content-Security-Policy" in dict(response.getheaders())
+        proc.terminate()  # `kill` stops it like Ctrl-C: exit 0 and the result so far
+        assert proc.wait(timeout=20) == 0
+        assert "0 of 3 rounds rated" in proc.stdout.read()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=20)
 
 
 def test_export_dpo_pairs_in_axolotl_format(fixture_run):

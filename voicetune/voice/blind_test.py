@@ -31,6 +31,7 @@ import random
 import re
 import secrets
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -422,6 +423,9 @@ def open_session(
         session = Session(folder, run, rounds_from_payload(payload), dict(payload["source"]), voice_score)
         session.ratings = read_ratings(session.ratings_path, session.rounds)
         note = f"resuming: {len(session.ratings)} of {len(session.rounds)} rounds rated"
+        if list(payload.get("models") or []) != list(models):
+            began = ", ".join(payload.get("models") or [])
+            note += f" (models as when it began: {began}; --new-session to change)"
         return session, note
     built = build_rounds(samples, models, rounds, seed)
     if not built:
@@ -636,6 +640,10 @@ class BlindHandler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK, state)
 
 
+def _stop(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(session: Session, host: str, port: int, explicit_host: bool, open_browser: bool) -> int:
     """Serve until Ctrl-C; every answer is already on disk, so stopping loses nothing."""
     try:
@@ -652,11 +660,13 @@ def serve(session: Session, host: str, port: int, explicit_host: bool, open_brow
         import webbrowser
 
         threading.Timer(0.3, webbrowser.open, args=(url,)).start()
+    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` stops it like Ctrl-C, with the summary
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()
     summary = session.summary()
     say(
