@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,17 +18,6 @@ import pytest
 
 from voicetune.voice import blind_test as bt
 
-expect = pytest.importorskip("playwright.sync_api").expect
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 MODEL_MARK = "zebra"  # every fixture model continuation holds this word; the person's never do
 
 # Held-out passages of the fixture author: the prompts are their starts.
@@ -127,16 +115,11 @@ def server(fixture_run: Path) -> Iterator[bt.BlindServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("VOICETUNE_REQUIRE_BROWSER"):
-            pytest.fail(f"no Chromium at {CHROMIUM}: run_tests.sh installs it (apt-get install chromium)")
-        pytest.skip("no system Chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")  # the page's CSP forbids eval: use expect()
-    with sync_api.sync_playwright() as p:
-        # Debian's Chromium, never Playwright's own download; the flags keep it offline and quiet
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS[1:])
+    """Debian's Chromium, headless, driven by Playwright (tests/browser.py: never Playwright's download)."""
+    from browser import headless_browser
+
+    with headless_browser() as b:
         yield b
-        b.close()
 
 
 def request(srv: bt.BlindServer, method: str, path: str, host: str | None = None, body: object = None,
@@ -326,6 +309,8 @@ def _real_side(page) -> str:
 
 
 def test_play_five_rounds_by_click_and_keyboard(server, browser):
+    from playwright.sync_api import expect  # the page's CSP forbids eval: wait with expect()
+
     external: list[str] = []
     page = browser.new_page()
     origin = f"http://127.0.0.1:{server.port}/"
@@ -362,6 +347,8 @@ def test_play_five_rounds_by_click_and_keyboard(server, browser):
 
 
 def test_closed_tab_resumes_at_the_next_round_on_a_phone(server, browser):
+    from playwright.sync_api import expect  # the page's CSP forbids eval: wait with expect()
+
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
     page.goto(server.url())
