@@ -383,7 +383,8 @@ def rounds_from_payload(payload: Mapping[str, Any]) -> list[Round]:
 
 def archive_session(folder: Path) -> Path | None:
     """Move an earlier session's files into blind/archive-<time>/ (nothing is deleted)."""
-    files = [folder / n for n in (SESSION_FILE, RATINGS_FILE, SUMMARY_FILE, SAMPLES_FILE)]
+    # samples.json (generated continuations) stays: the new session draws its rounds from it again
+    files = [folder / n for n in (SESSION_FILE, RATINGS_FILE, SUMMARY_FILE, SUMMARY_MD)]
     present = [p for p in files if p.exists()]
     if not present:
         return None
@@ -1047,7 +1048,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--new-session",
         action="store_true",
-        help="start over with new rounds (the earlier session moves to blind/archive-<time>/)",
+        help="start over with new rounds (the earlier session moves to blind/archive-<time>/; generated "
+        "continuations in blind/samples.json are reused: delete it for new ones)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for the rounds (default: random)")
     parser.add_argument("--summary", action="store_true", help="print the result so far and exit")
