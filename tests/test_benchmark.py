@@ -163,6 +163,12 @@ def test_known_answers_voice_score_runs_from_the_others_to_the_author() -> None:
     assert scale["words"]["tuned"] > 1500 and scale["calibration"]["check_count"] == 32
 
 
+def test_the_printed_answer_starts_with_the_voice_score() -> None:
+    lines = bm.headline_lines(known_answer_results())
+    assert lines[0].startswith("How much does it sound like you? tuned: ") and "**" not in lines[0]
+    assert any(line.startswith("tuned vs base: closer to the author on") for line in lines)
+
+
 def test_measures_that_cannot_tell_the_author_from_others_stay_out_of_the_verdict() -> None:
     results = known_answer_results()
     failed = [

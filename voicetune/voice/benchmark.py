@@ -853,7 +853,9 @@ def run(args: argparse.Namespace) -> int:
 
 def headline_lines(results: Mapping[str, Any]) -> list[str]:
     """The answer in a few lines (printed at the end and at the top of the report)."""
-    lines = []
+    from voicetune.voice.report import voice_headline
+
+    lines = [voice_headline(results).replace("**", "")]
     baseline = results["baseline"]
     for model, s in results["summary"].items():
         total = len(s["better"]) + len(s["worse"]) + len(s["no_clear_difference"])

@@ -365,10 +365,21 @@ METHOD_NOTES = [
     "continuations of the same prompts (not simply higher or lower).",
     "Copying: share of the continuation's word 8-grams found in the training text, and the longest "
     "run of words found there. The author's own new text gives the natural level.",
-    "Intervals: 95% bias-corrected percentile bootstrap over prompts (Efron 1981), the same draws for "
-    "every model, so each 'beats' verdict rests on the interval of the paired difference. Each verdict "
-    "is a 5% test on its own: over ten measures, expect about one in twenty to flip by chance, and "
-    "with few prompts (the CI setting) more; read the pattern, not a single row.",
+    "Tells you from others?: before a measure judges models, it must tell the author's own held-out "
+    "continuations from the other writers' real text (same length, same number of pieces; the 95% "
+    "interval of the difference excludes zero). Measures that cannot are shown, but stay out of the "
+    "verdicts and the voice score.",
+    "Voice score: each pooled text profile placed on the line from the other writers (0) to the "
+    "author's held-out text (1), both ends fixed on pieces that are never scored, the profiles that "
+    "tell the two apart averaged by their precision (voicetune/voice/voice_score.py). It sees movement "
+    "along that line only: text unlike both writers in another way (broken sentences, shuffled words) "
+    "shows in the distance measures, the copying check and the samples.",
+    "Intervals: 95% bootstrap over prompts, the same draws for every model, so each 'beats' verdict "
+    "rests on the interval of the paired difference; percentile intervals for means and shares, and "
+    "for pooled distances (Delta, Jensen-Shannon, KS) the bootstrap bias-corrected value with its basic "
+    "interval, since sampling noise inflates a distance; all widened for small samples (Hesterberg "
+    "2015). Each verdict is a 5% test on its own: over ten measures, expect about one in twenty to flip "
+    "by chance; read the pattern, not a single row.",
 ]
 
 
