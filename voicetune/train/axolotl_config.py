@@ -3,7 +3,8 @@
 A profile (configs/axolotl/<name>.yaml, or any Axolotl YAML the user passes with `--profile FILE`)
 holds the recipe in Axolotl's own schema. This module adds what only the run knows, in this order
 (later wins): the profile; the run keys (base_model, datasets, test_datasets, output_dir,
-dataset_prepared_path); derived keys (num_epochs from the corpus size, attention backend, tracking);
+dataset_prepared_path); derived keys (num_epochs from the corpus size unless the recipe of
+voicetune.train.recipe planned the run, attention backend, tracking);
 the flags (--max-steps, --epochs, --sequence-len, --micro-batch, --grad-accum, --lr); `--set
 key=value` overrides; the multi-GPU keys. Pure: no torch, no Axolotl import, so it renders anywhere
 and tests in milliseconds.
@@ -77,6 +78,8 @@ class RunSpec:
     multi_gpu: str = "deepspeed"
     overrides: dict[str, Any] = field(default_factory=dict)
     fit_eval_to_memory: bool = False  # on a GPU: size the eval batch so evaluation fits like training
+    train_file: Path | None = None  # default: data_dir/train.jsonl (the recipe may re-mix the pair modes)
+    planned: bool = False  # the recipe (voicetune.train.recipe) set epochs/steps: no epoch rule here
     notes: list[str] = field(default_factory=list)  # what was derived, to tell the user
 
 
@@ -285,7 +288,7 @@ def render(profile: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
 
     # run keys: where things are
     cfg["base_model"] = str(spec.base_model)
-    cfg["datasets"] = [dataset_entry(spec.data_dir / "train.jsonl", spec.data_format)]
+    cfg["datasets"] = [dataset_entry(spec.train_file or spec.data_dir / "train.jsonl", spec.data_format)]
     cfg["val_set_size"] = 0.0
     if spec.has_val:
         val_file = spec.val_file or spec.data_dir / "val.jsonl"
@@ -308,7 +311,13 @@ def render(profile: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
             f"data was chunked for {spec.data_sequence_len} tokens"
         )
         cfg["sequence_len"] = spec.data_sequence_len
-    if "max_steps" not in cfg and spec.epochs is None and spec.max_steps is None and spec.train_tokens:
+    if (
+        not spec.planned
+        and "max_steps" not in cfg
+        and spec.epochs is None
+        and spec.max_steps is None
+        and spec.train_tokens
+    ):
         epochs = epochs_for_corpus(spec.train_tokens)
         if cfg.get("num_epochs") != epochs:
             notes.append(

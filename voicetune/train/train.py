@@ -53,7 +53,7 @@ from voicetune.core.privacy import apply_private_env
 from voicetune.core.progress import header, say
 from voicetune.core.settings import load_section
 from voicetune.train import axolotl_config as ac
-from voicetune.train import preflight, resume, vram
+from voicetune.train import preflight, recipe, resume, vram
 
 PREPARE_SCRIPT = SCRIPTS["prepare"]
 RUN_STATE = "run.json"
@@ -261,6 +261,7 @@ class ProfileChoice:
     cfg: dict[str, Any]
     reasons: list[str] = field(default_factory=list)
     auto: dict[str, Any] | None = None  # what auto chose (kept in run.json so a resume keeps it)
+    recipe: dict[str, Any] | None = None  # the recipe from the data (kept in run.json likewise)
 
 
 def _load_profile_for(
@@ -283,59 +284,104 @@ def _load_profile_for(
 
 
 def choose_profile(
-    requested: str, gpu: preflight.GpuInfo | None, inputs: Inputs, sticky: dict[str, Any] | None
+    requested: str,
+    gpu: preflight.GpuInfo | None,
+    inputs: Inputs,
+    sticky: dict[str, Any] | None,
+    planned: dict[str, Any] | None = None,
 ) -> ProfileChoice:
+    """The profile (auto: the one for this machine), then the recipe from the data over it.
+
+    sticky: what auto chose when this run started (a resume keeps the profile); planned: the recipe's
+    Axolotl keys recorded when this run started (a resume keeps them, whatever memory is free now)."""
     if requested != "auto":
-        return ProfileChoice(requested, *_load_profile_for(requested, gpu, inputs))
-    if sticky and sticky.get("profile"):
+        cfg, reasons = _load_profile_for(requested, gpu, inputs)
+        choice = ProfileChoice(requested, cfg, reasons)
+    elif sticky and sticky.get("profile"):
         cfg, adjusted = _load_profile_for(sticky["profile"], gpu, inputs)
         choice = ProfileChoice(sticky["profile"], cfg, adjusted, auto=sticky)
         choice.reasons.insert(
             0, f"auto: {sticky['profile']} as chosen when this run started ({sticky.get('reason')})"
         )
-        for key in ("micro_batch_size", "sequence_len", "gradient_accumulation_steps"):
-            if key in sticky:
-                choice.cfg[key] = sticky[key]
-        return choice
-    if gpu is None or not gpu.torch_cuda:
+    elif gpu is None or not gpu.torch_cuda:
         why = "no NVIDIA GPU visible" if gpu is None else f"PyTorch cannot use {gpu.name}"
         reason = f"{why}: cpu-demo (LoRA in fp32 on the CPU; small and slow, for the demo)"
-        return ProfileChoice(
+        choice = ProfileChoice(
             "cpu-demo",
             ac.load_profile("cpu-demo"),
             [f"auto: {reason}"],
             {"profile": "cpu-demo", "reason": reason},
         )
-    name = ac.profile_for_gpu(gpu.total_gib)
-    # adjusted before sizing: fp32 adapters (on cards without bf16) take more memory
-    cfg, adjusted = _load_profile_for(name, gpu, inputs)
-    reasons = [f"auto: {gpu.describe()} -> profile {name}", *adjusted]
-    shape = vram.ModelShape.from_model_dir(inputs.base_model)
-    plan = vram.plan_from_axolotl({**cfg, **inputs.overrides})
-    min_len = inputs.settings.sequence_len or inputs.data_sequence_len or 512
-    picked = vram.choose_batch_and_length(shape, plan, gpu.free_bytes, min_sequence_len=min_len)
-    if picked is None:
-        raise VoicetuneError(
-            f"{inputs.base_model.name} does not fit in the {gpu.free_bytes / vram.GIB:.1f} GiB free on "
-            f"{gpu.name} even at micro batch 1 and sequence_len {min_len}: free GPU memory or use a "
-            f"smaller model"
-        )
-    cfg["sequence_len"] = picked.sequence_len
-    cfg["micro_batch_size"] = picked.micro_batch_size
-    # keep ~8 rows per optimizer step, as the reference recipe (2 x 4)
-    cfg["gradient_accumulation_steps"] = max(1, 8 // picked.micro_batch_size)
-    reasons.append(
-        f"auto: {picked.reason}; gradient_accumulation_steps {cfg['gradient_accumulation_steps']} "
-        f"keeps 8 rows a step"
-    )
-    sticky_out = {
-        "profile": name,
-        "reason": picked.reason,
-        "sequence_len": picked.sequence_len,
-        "micro_batch_size": picked.micro_batch_size,
-        "gradient_accumulation_steps": cfg["gradient_accumulation_steps"],
+    else:
+        name = ac.profile_for_gpu(gpu.total_gib)
+        # adjusted before sizing: fp32 adapters (on cards without bf16) take more memory
+        cfg, adjusted = _load_profile_for(name, gpu, inputs)
+        reason = f"{gpu.describe()} -> profile {name}"
+        choice = ProfileChoice(name, cfg, [f"auto: {reason}", *adjusted], {"profile": name, "reason": reason})
+    if ac.canonical_profile(choice.name) not in ac.PROFILES:
+        choice.reasons.append(f"recipe: {choice.name} is your own profile: used as written")
+        return choice
+    if planned:
+        keys = dict(planned.get("keys") or {})
+        choice.reasons.append("recipe: as planned when this run started")
+        choice.recipe = planned
+    else:
+        plan = plan_recipe(choice.cfg, gpu, inputs, sized=requested == "auto")
+        keys = plan.axolotl_keys()
+        choice.reasons += [f"recipe: {line}" for line in plan.reasons]
+        choice.recipe = {**plan.as_json(), "keys": keys}
+    choice.cfg = ac.apply_overrides(choice.cfg, keys)
+    return choice
+
+
+# The recipe's keys a person can fix with a flag (TrainSettings field -> Axolotl key) or with --set.
+_FIXED_FLAGS = {
+    "max_steps": "max_steps",
+    "epochs": "num_epochs",
+    "sequence_len": "sequence_len",
+    "micro_batch": "micro_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "lr": "learning_rate",
+}
+
+
+def plan_recipe(
+    cfg: dict[str, Any], gpu: preflight.GpuInfo | None, inputs: Inputs, sized: bool
+) -> recipe.Recipe:
+    """voicetune.train.recipe for this data on this machine. sized (auto on a GPU): the largest micro
+    batch the VRAM estimator fits at the data's sequence length; otherwise the profile's."""
+    s = inputs.settings
+    fixed = {
+        key: inputs.overrides[key] for key in recipe.PLANNED_KEYS if inputs.overrides.get(key) is not None
     }
-    return ProfileChoice(name, cfg, reasons, sticky_out)
+    for field_name, key in _FIXED_FLAGS.items():
+        value = getattr(s, field_name)
+        if value is not None:
+            fixed[key] = value
+    corpus = recipe.Corpus.from_manifest(inputs.data_manifest, ac.approx_train_tokens(inputs.data_dir))
+    seq = int(fixed.get("sequence_len") or max(corpus.sequence_len, inputs.data_sequence_len or 0) or 512)
+    on_gpu = gpu is not None and gpu.torch_cuda
+    max_micro = int(cfg.get("micro_batch_size") or 1)
+    if on_gpu and sized and gpu is not None:
+        shape = vram.ModelShape.from_model_dir(inputs.base_model)
+        memory_plan = vram.plan_from_axolotl({**cfg, **inputs.overrides})
+        picked = vram.choose_batch_and_length(
+            shape,
+            memory_plan,
+            gpu.free_bytes,
+            min_sequence_len=seq,
+            lengths=(seq,),
+            batches=recipe.MICRO_BATCHES,
+        )
+        if picked is None:
+            raise VoicetuneError(
+                f"{inputs.base_model.name} does not fit in the {gpu.free_bytes / vram.GIB:.1f} GiB free on "
+                f"{gpu.name} even at micro batch 1 and sequence_len {seq}: free GPU memory or use a "
+                f"smaller model"
+            )
+        max_micro = picked.micro_batch_size
+    machine = recipe.Machine(on_gpu=on_gpu, max_micro_batch=max_micro)
+    return recipe.plan(replace(corpus, sequence_len=seq), machine, cfg, fixed=fixed)
 
 
 # --------------------------------------------------------------------------------------- checkpoints
@@ -549,10 +595,11 @@ def run(args: argparse.Namespace) -> int:
         state = _read_json(run_dir / RUN_STATE)
         gpu = preflight.read_gpu()
         sticky = state.get("auto") if state and not args.force and settings.profile == "auto" else None
-        choice = choose_profile(settings.profile, gpu, inputs, sticky)
+        planned = state.get("recipe") if state and args.resume and not args.force else None
+        choice = choose_profile(settings.profile, gpu, inputs, sticky, planned)
         attention, attention_reason = preflight.attention_for(gpu)
         on_cpu = not (gpu is not None and gpu.torch_cuda)
-        spec = _spec(inputs, attention, on_cpu=on_cpu)
+        spec = _spec(inputs, choice, attention, on_cpu=on_cpu)
         cfg = ac.render(choice.cfg, spec)
         fp = fingerprint(
             ac.fingerprint_view(cfg),
@@ -612,7 +659,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"train: nothing to resume in {output_dir} (no complete checkpoint): starting from step 0")
         if resume_from is not None:
             inputs, resume_from = _adapt_to_gpu_count(inputs, state or finished or {}, resume_from)
-            cfg = ac.render(choice.cfg, _spec(inputs, attention, resume_from, on_cpu=on_cpu))
+            cfg = ac.render(choice.cfg, _spec(inputs, choice, attention, resume_from, on_cpu=on_cpu))
             if resume.is_portable(resume_from):
                 cfg["plugins"] = [*(cfg.get("plugins") or []), resume.PORTABLE_PLUGIN]
 
@@ -664,6 +711,7 @@ def run(args: argparse.Namespace) -> int:
                 "started": utc_now(),
                 "profile": choice.name,
                 "auto": choice.auto,
+                "recipe": choice.recipe,
                 "command": command,
                 "resumed_from": str(resume_from) if resume_from else None,
             },
@@ -721,13 +769,41 @@ def cpu_val_sample(val: Path, run_dir: Path, limit: int = CPU_EVAL_EXAMPLES) -> 
     return target
 
 
+def mixed_train_file(train: Path, run_dir: Path, keep_modes: list[str] | tuple[str, ...]) -> Path:
+    """The training pairs of the kept modes only (the recipe's mix), in their prepared order, written
+    beside the run (stable path, so a resume reads the same file)."""
+    kept = []
+    for line in train.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            mode = json.loads(line).get("mode")
+        except ValueError as exc:
+            raise VoicetuneError(f"{train} has a line that is not JSON: prepare the data again") from exc
+        if mode is None or mode in keep_modes:
+            kept.append(line)
+    if not kept:
+        raise VoicetuneError(f"{train} holds no {' or '.join(keep_modes)} pairs: prepare the data again")
+    target = run_dir / "train-mix.jsonl"
+    write_text_atomic(target, "\n".join(kept) + "\n")
+    return target
+
+
 def _spec(
-    inputs: Inputs, attention: str, resume_from: Path | None = None, on_cpu: bool = False
+    inputs: Inputs,
+    choice: ProfileChoice,
+    attention: str,
+    resume_from: Path | None = None,
+    on_cpu: bool = False,
 ) -> ac.RunSpec:
     s = inputs.settings
     val = inputs.data_dir / "val.jsonl"
     has_val = val.is_file() and val.stat().st_size > 0
     val_file = cpu_val_sample(val, inputs.run_dir) if has_val and on_cpu else None
+    keep_modes = (choice.recipe or {}).get("keep_modes")
+    train_file = (
+        mixed_train_file(inputs.data_dir / "train.jsonl", inputs.run_dir, keep_modes) if keep_modes else None
+    )
     return ac.RunSpec(
         run_name=inputs.run_name,
         run_dir=inputs.run_dir,
@@ -752,6 +828,8 @@ def _spec(
         multi_gpu=s.multi_gpu,
         overrides=inputs.overrides,
         fit_eval_to_memory=not on_cpu,
+        train_file=train_file,
+        planned=choice.recipe is not None,
     )
 
 
@@ -899,6 +977,7 @@ def _finish(
         data_dir=stored_path(inputs.data_dir, run_dir),
         data_fingerprint=inputs.data_manifest.get("fingerprint"),
         profile=choice.name,
+        recipe=choice.recipe,
         quantized_4bit=bool(cfg.get("load_in_4bit")),
         max_steps=(state or {}).get("max_steps", cfg.get("max_steps")),
         global_step=(state or {}).get("global_step"),
