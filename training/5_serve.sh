@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Step 5 (optional): serve the merged model with vLLM's OpenAI-compatible server.
+# Step 5 (optional): serve the model behind an OpenAI-compatible server (vLLM on a GPU, llama.cpp on a CPU).
 set -euo pipefail
 
 # shellcheck source=training/lib.sh
@@ -7,11 +7,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<USAGE
-usage: training/5_serve.sh [--run NAME] [--port 8000] [--host 127.0.0.1] [--dry-run] [--help] [-- vLLM flags]
+usage: training/5_serve.sh [--run NAME] [--backend auto|vllm|llama-cpp] [--quant q4_k_m] [--port 8000]
+                           [--host 127.0.0.1] [--dry-run] [--help] [-- server flags]
 
-Starts vLLM's OpenAI-compatible server on merged_models/<run>/ (run training/3_merge_adapter.sh
-first), served under the run's name, on 127.0.0.1 unless --host says otherwise. vLLM is an optional
-extra: without it this prints how to install it (pip install -e .[serve]) and exits non-zero.
+With an NVIDIA GPU: vLLM's OpenAI-compatible server on merged_models/<run>/ (run
+training/3_merge_adapter.sh first); vLLM is an optional extra: without it this prints how to install
+it (pip install -e .[serve]) and exits non-zero. On a CPU (or --backend llama-cpp): llama-cpp-python's
+OpenAI-compatible server on the run's exported GGUF (training/4_export.sh; --quant picks the file).
+Served under the run's name, on 127.0.0.1 unless --host says otherwise.
 Then, for example:
   curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"model": "<run>", "messages": [{"role": "user", "content": "Write about the sea."}]}'

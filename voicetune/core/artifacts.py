@@ -202,6 +202,34 @@ class MergedModel:
         return resolve_stored(_recorded(self.manifest).get("adapter_dir"), self.folder)
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """`merged_models/<run>/gguf/`: GGUF files checked in llama.cpp, Modelfiles, from `export`."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, name_or_dir: str | Path) -> ExportedModel:
+        folder = _folder(name_or_dir, lambda run: merged_dir(run) / "gguf")
+        return cls(folder, require_manifest(folder, "GGUF export", SCRIPTS["export"]))
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """quant name (f16, q8_0, q4_k_m, ...) -> its GGUF file."""
+        return {quant: self.folder / name for quant, name in self.manifest.get("files", {}).items()}
+
+    def gguf(self, quant: str) -> Path:
+        files = self.files
+        if quant not in files:
+            raise VoicetuneError(
+                f"{self.folder} has no {quant} GGUF (it has {', '.join(files) or 'none'}): "
+                f"run {SCRIPTS['export']} --quants {','.join([*files, quant])}",
+                exit_code=2,
+            )
+        return files[quant]
+
+
 def read_optional_manifest(folder: Path) -> dict[str, Any] | None:
     """A folder's manifest when it has one (a model folder given by hand may not)."""
     return read_manifest(folder)

@@ -175,13 +175,14 @@ def _run_quiet(command: list[str], what: str, env: dict[str, str] | None = None)
         raise VoicetuneError(f"{what} failed (exit {result.returncode}): " + " | ".join(tail))
 
 
-def convert(converter: Path, stage: Path, outfile: Path, outtype: str) -> None:
+def convert(converter: Path, stage: Path, outfile: Path, outtype: str, name: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(converter.parent / "gguf-py"), env.get("PYTHONPATH")])
     )
     env["HF_HUB_OFFLINE"] = "1"
     command = [sys.executable, str(converter), str(stage), "--outfile", str(outfile), "--outtype", outtype]
+    command += ["--model-name", name]  # general.name (else the staging folder's name)
     _run_quiet(command, f"llama.cpp's converter ({shlex.join(command)})", env)
 
 
@@ -569,23 +570,21 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def build_files(plan: Plan, tmp: Path) -> list[str]:
-    """Convert (16-bit) and quantise into tmp; returns notes."""
-    sixteen = next(q for q in plan.quants if QUANTS[q][1] is None)
+    """Convert the 16-bit files, then quantise from the first of them, into tmp; returns notes."""
     stage = tmp / ".stage"
     notes = stage_model(plan.model.folder, stage)
-    say(f"export: converting {plan.model.folder} -> {plan.file(sixteen)} (llama.cpp's {CONVERTER})")
-    started = time.monotonic()
-    convert(plan.converter, stage, tmp / plan.file(sixteen), sixteen)
+    sixteen = [q for q in plan.quants if QUANTS[q][1] is None]
+    for quant in sixteen:
+        say(f"export: converting {plan.model.folder} -> {plan.file(quant)} (llama.cpp's {CONVERTER})")
+        started = time.monotonic()
+        convert(plan.converter, stage, tmp / plan.file(quant), quant, plan.name)
+        say(f"export: {plan.file(quant)} in {time.monotonic() - started:.0f} s")
     shutil.rmtree(stage)
-    say(f"export: {plan.file(sixteen)} in {time.monotonic() - started:.0f} s")
     for quant in plan.quants:
         ftype = QUANTS[quant][1]
-        if ftype is None:
-            if quant != sixteen:
-                convert(plan.converter, tmp / plan.file(sixteen), tmp / plan.file(quant), quant)
-            continue
-        say(f"export: quantising -> {plan.file(quant)}")
-        quantize(tmp / plan.file(sixteen), tmp / plan.file(quant), ftype)
+        if ftype is not None:
+            say(f"export: quantising -> {plan.file(quant)}")
+            quantize(tmp / plan.file(sixteen[0]), tmp / plan.file(quant), ftype)
     return notes
 
 
