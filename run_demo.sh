@@ -36,7 +36,7 @@ Options:
   --steps N            optimizer steps to train (default: the profile's)
   --prompts N          benchmark prompts (default: the benchmark's)
   --max-new-tokens N   tokens each model writes per benchmark prompt (default: the benchmark's)
-  --skip-setup         do not run setup/0..3 (the venv must exist)
+  --skip-setup         do not run setup/0..3 and 5 (the venv must exist)
   -h, --help           show this help
 
 Environment: VOICETUNE_HOME (where data/, checkpoints/, merged_models/ and results go; default: the
@@ -142,8 +142,9 @@ write_timings() {
 
 run_setup() {
     local script
+    # setup/5: llama.cpp for `voicetune export` / the CPU server (built once into ~/.cache/voicetune/)
     for script in setup/0_create_venv.sh setup/1_install_pytorch.sh setup/2_install_axolotl.sh \
-        setup/3_install_training_stack.sh; do
+        setup/3_install_training_stack.sh setup/5_install_export.sh; do
         bash "$script" || return 1
     done
 }
