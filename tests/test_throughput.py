@@ -740,3 +740,17 @@ def test_estimator_meets_the_readme_tolerance_on_runs_it_never_saw():
     assert committed == results, "run python benchmarks/perf/estimator_accuracy.py and commit its output"
     readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     assert f"within {100 * acc.HELD_OUT_TOLERANCE:.0f}% on runs it never saw" in readme
+
+
+def test_8gb_recipe_script_help_and_dry_run(tmp_path):
+    recipe = REPO / "benchmarks" / "perf" / "gpu_8gb.sh"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    assert subprocess.run(["bash", str(recipe), "--help"], capture_output=True, env=env).returncode == 0
+    proc = subprocess.run(
+        ["bash", str(recipe), "--dry-run"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("arm c:8gb-cap: (c) voicetune profile via Axolotl; micro batch 2 x GA 2") == 1
+    assert "arm c:8gb-cap: (c) voicetune profile via Axolotl; micro batch 1 x GA 2" in proc.stdout  # 4096
+    bad = subprocess.run(["bash", str(recipe), "--bogus"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
