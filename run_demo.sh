@@ -160,12 +160,17 @@ train_args=(--profile "$PROFILE" --data "$NAME" --run "$RUN")
 bench_args=(--run "$RUN")
 [[ -n "$PROMPTS" ]] && bench_args+=(--prompts "$PROMPTS")
 [[ -n "$NEW_TOKENS" ]] && bench_args+=(--max-new-tokens "$NEW_TOKENS")
+curve_args=(--run "$RUN")  # the voice curve: every checkpoint scored on validation prompts
+[[ -n "$PROMPTS" ]] && curve_args+=(--prompts "$PROMPTS")
+[[ -n "$NEW_TOKENS" ]] && curve_args+=(--max-new-tokens "$NEW_TOKENS")
 
 run_step "base model" "$BASE_MODEL" "$VENV/bin/voicetune" base-model --out "$BASE_MODEL"
 run_step "prepare" "$HOME_DIR/data/processed/$NAME" \
     "$ROOT/training/1_prepare_data.sh" --input "$INPUT" --name "$NAME" --base-model "$BASE_MODEL" \
     --sequence-len 256
 run_step "train" "$HOME_DIR/checkpoints/$RUN" "$ROOT/training/2_train_lora.sh" "${train_args[@]}"
+run_step "voice curve" "$HOME_DIR/checkpoints/$RUN/voice_curve.json" \
+    "$VENV/bin/voicetune" voice-curve "${curve_args[@]}"
 run_step "merge" "$HOME_DIR/merged_models/$RUN" "$ROOT/training/3_merge_adapter.sh" --run "$RUN"
 run_step "benchmark" "$HOME_DIR/benchmarks/results/$RUN/report.md" \
     "$ROOT/benchmarks/1_voice_comparison.sh" "${bench_args[@]}"

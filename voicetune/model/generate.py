@@ -58,6 +58,7 @@ class GenerateSettings(BaseModel):
     seed: int | None = None
     stream: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    scale: float = Field(default=1.0, ge=0.0, le=4.0)  # style strength: the LoRA scale (1.0 = as trained)
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,31 @@ def load_profile(profile_texts: Path | None, source: ModelSource) -> StyleProfil
 # ------------------------------------------------------------------------------------------ models
 
 
-def load_model(source: ModelSource, device: str = "auto") -> tuple[Any, Any]:
-    """(model, tokenizer) ready for generation; the tokenizer pads on the left for batches."""
+def with_adapter_for_scale(source: ModelSource, scale: float) -> ModelSource:
+    """A style strength other than 1 needs the adapter apart from its base: a merged run is loaded
+    as base + the adapter it was merged from (the scale is relative to the adapter as trained)."""
+    if scale == 1.0 or source.adapter_dir is not None:
+        return source
+    merged = MergedModel.find(source.model_dir)
+    if merged is None or merged.base_model is None or merged.adapter_dir is None:
+        raise VoicetuneError(
+            f"--scale {scale:g} needs the adapter, and {source.model_dir} is a plain model: give "
+            f"--model BASE --adapter DIR, or --run NAME of a trained run"
+        )
+    if not (merged.adapter_dir / "adapter_config.json").is_file():
+        raise VoicetuneError(
+            f"--scale {scale:g}: the adapter {merged.adapter_dir} is gone: train the run again"
+        )
+    label = f"{source.label.removesuffix(' (merged)')} (base + adapter x{scale:g})"
+    return ModelSource(merged.base_model, merged.adapter_dir, source.data_dir, label)
+
+
+def load_model(source: ModelSource, device: str = "auto", scale: float = 1.0) -> tuple[Any, Any]:
+    """(model, tokenizer) ready for generation; the tokenizer pads on the left for batches. scale: the
+    adapter's LoRA scale (style strength), with an adapter only."""
     from voicetune.model.loading import load_for_inference
 
-    return load_for_inference(source.model_dir, source.adapter_dir, device)
+    return load_for_inference(source.model_dir, source.adapter_dir, device, lora_scale=scale)
 
 
 def generation_kwargs(model: Any, tokenizer: Any, settings: GenerateSettings) -> dict[str, Any]:
@@ -279,6 +300,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="style strength: the adapter's LoRA scale (1.0 = as trained, 0.5 weaker, 1.5 stronger; "
+        "a merged run is then loaded as base + adapter)",
+    )
+    parser.add_argument(
         "--show-candidates", action="store_true", help="with --best-of: print every candidate"
     )
     parser.add_argument("--output", type=Path, default=None, help="also write the chosen text to this file")
@@ -315,12 +343,13 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "stream": args.stream,
         "device": args.device,
+        "scale": args.scale,
     }
     settings = load_section(GenerateSettings, "generate", overrides=overrides, source=args.config)
     if args.adapter is not None and args.model is None:
         raise VoicetuneError("--adapter needs --model BASE_DIR (the base it was trained on)")
     text = _read_prompt(args)
-    source = resolve_source(args.run, args.model, args.adapter)
+    source = with_adapter_for_scale(resolve_source(args.run, args.model, args.adapter), settings.scale)
     fmt = prompt_format(source.data_dir)
     if args.system_prompt is not None:
         fmt = PromptFormat(fmt.templates, args.system_prompt, fmt.completion)
@@ -330,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
         )
     profile = load_profile(args.profile_texts, source) if settings.best_of > 1 else None
 
-    model, tokenizer = load_model(source, settings.device)
+    model, tokenizer = load_model(source, settings.device, settings.scale)
     prompt = render_prompt(tokenizer, settings.mode, text, fmt, settings.words)
     if settings.seed is not None:
         from transformers import set_seed

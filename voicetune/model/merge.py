@@ -29,7 +29,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,6 +89,8 @@ class MergeSettings(BaseModel):
     max_shard_size: str = "2GB"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     allow_pickle: bool = False
+    checkpoint: str = Field(default="best", pattern=r"^(best|last|[0-9]+)$")  # best | last | N
+    scale: float = Field(default=1.0, ge=0.0, le=4.0)  # LoRA scale folded in (style strength)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class MergeInputs:
     data_dir: Path | None
     quantized_4bit: bool
     training: dict[str, Any] = field(default_factory=dict)
+    adapter_label: str = "last"  # which adapter of the run: last, or checkpoint-N
+    adapter_why: str = "the adapter the training ended with"
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run", default=None, help="training run name (checkpoints/<run>/); default: the only one"
     )
+    parser.add_argument("--run-dir", type=Path, default=None, help="training run folder (instead of --run)")
     parser.add_argument(
-        "--checkpoint", type=Path, default=None, help="training run folder (instead of --run)"
+        "--checkpoint",
+        default=None,
+        help="which adapter of the run: best (default: the voice curve's choice, "
+        "checkpoints/<run>/voice_curve.json, from `voicetune voice-curve`), last (the adapter the "
+        "training ended with) or N (checkpoint-N)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="style strength: the LoRA scale folded in (1.0 = as trained, 0.5 weaker, 1.5 stronger)",
     )
     parser.add_argument("--base", type=Path, default=None, help="base model folder (default: from the run)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: merged_models/<run>)")
@@ -174,9 +189,15 @@ def run(args: argparse.Namespace) -> int:
         "parity_prompts": args.parity_prompts,
         "device": args.device,
         "allow_pickle": args.allow_pickle,
+        "checkpoint": args.checkpoint,
+        "scale": args.scale,
     }
     settings = load_section(MergeSettings, "merge", overrides=overrides, source=args.config)
-    inputs = resolve_inputs(args.run, args.checkpoint, args.base)
+    inputs = resolve_inputs(args.run, args.run_dir, args.base)
+    inputs = choose_adapter(inputs, settings.checkpoint)
+    say(f"merge: {inputs.adapter_label}: {inputs.adapter_why}")
+    if settings.scale != 1.0:
+        say(f"merge: style strength x{settings.scale:g}: the adapter's update is scaled, then folded in")
     out_dir = (args.out or merged_dir(inputs.run)).resolve()
     if args.dry_run:
         say(f"dry run: would merge {inputs.adapter_dir} into {inputs.base_dir} -> {out_dir}")
@@ -197,7 +218,8 @@ def find_runs(root: Path | None = None) -> list[str]:
 
 
 def resolve_inputs(run_name: str | None, checkpoint: Path | None, base: Path | None) -> MergeInputs:
-    """The trained run to merge (one clear error if training has not completed), through its reader."""
+    """The trained run to merge (one clear error if training has not completed), through its reader.
+    `checkpoint`: the run's folder (--run-dir), instead of its name."""
     if checkpoint is None:
         if run_name is None:
             runs = find_runs()
@@ -228,6 +250,58 @@ def resolve_inputs(run_name: str | None, checkpoint: Path | None, base: Path | N
         quantized_4bit=trained.quantized_4bit,
         training=trained.manifest,
     )
+
+
+# A checkpoint-N/ folder also holds the trainer's resume state: not part of the adapter.
+TRAINER_STATE_FILES = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
+# written by `voicetune voice-curve` (voicetune.voice.checkpoint_choice)
+VOICE_CURVE_FILE = "voice_curve.json"
+
+
+def choose_adapter(inputs: MergeInputs, which: str) -> MergeInputs:
+    """The adapter to merge: `best` (the voice curve's choice; the last adapter when the run has no
+    curve), `last` (what the training ended with) or `N` (checkpoint-N), with the reason."""
+    output = inputs.adapter_dir
+    if which == "last":
+        return replace(
+            inputs,
+            adapter_label="last",
+            adapter_why="the adapter the training ended with (--checkpoint last)",
+        )
+    if which == "best":
+        curve = _read_json_file(inputs.checkpoint_dir / VOICE_CURVE_FILE)
+        best = (curve or {}).get("best") or {}
+        if not best.get("checkpoint"):
+            return replace(
+                inputs,
+                adapter_label="last",
+                adapter_why=f"no voice curve in {inputs.checkpoint_dir} (`voicetune voice-curve --run "
+                f"{inputs.run}` scores each checkpoint): the adapter the training ended with",
+            )
+        folder = output / str(best["checkpoint"])
+        why = f"chosen by the voice curve ({VOICE_CURVE_FILE}): {best.get('why', 'the best voice score')}"
+    else:
+        folder = output / f"checkpoint-{int(which)}"
+        why = "asked for with --checkpoint"
+    if not (folder / ADAPTER_CONFIG).is_file():
+        saved = sorted(
+            (p.name for p in output.glob("checkpoint-*") if (p / ADAPTER_CONFIG).is_file()),
+            key=lambda n: int(n.rsplit("-", 1)[1]) if n.rsplit("-", 1)[1].isdigit() else -1,
+        )
+        raise VoicetuneError(
+            f"{folder} holds no adapter: use --checkpoint best, last or one of "
+            f"{', '.join(n.rsplit('-', 1)[1] for n in saved) or '(none saved)'}"
+            + (" (the voice curve is stale: run `voicetune voice-curve --force`)" if which == "best" else "")
+        )
+    return replace(inputs, adapter_dir=folder, adapter_label=folder.name, adapter_why=why)
+
+
+def _read_json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_safetensors_header(path: Path, fix: str) -> dict[str, Any]:
@@ -526,8 +600,13 @@ def check_free_disk(target: Path, needed_bytes: int) -> None:
 
 
 def adapter_hashes(adapter_dir: Path) -> dict[str, str]:
-    """sha256 of the adapter folder's own files (not Axolotl's checkpoint-*/ subfolders)."""
-    return {p.name: sha256_file(p) for p in sorted(adapter_dir.iterdir()) if p.is_file()}
+    """sha256 of the adapter folder's own files (not Axolotl's checkpoint-*/ subfolders, nor a
+    checkpoint's resume state: optimizer, scheduler, RNG)."""
+    return {
+        p.name: sha256_file(p)
+        for p in sorted(adapter_dir.iterdir())
+        if p.is_file() and not p.name.startswith(TRAINER_STATE_FILES)
+    }
 
 
 def merge_fingerprint(
@@ -565,6 +644,7 @@ def merge_adapter(inputs: MergeInputs, settings: MergeSettings, out_dir: Path, f
         "dtype": out_dtype,
         "tolerance": tolerance,
         "quantized_4bit": inputs.quantized_4bit,
+        "checkpoint": inputs.adapter_label,  # which adapter "best" resolved to
     }
     adapter_files = adapter_hashes(inputs.adapter_dir)
     signature = base_signature(inputs.base_dir, settings.allow_pickle)
@@ -620,6 +700,9 @@ def merge_adapter(inputs: MergeInputs, settings: MergeSettings, out_dir: Path, f
             profile=inputs.training.get("profile"),
             dtype=out_dtype,
             base_weights=settings.base_weights if inputs.quantized_4bit else "w16",
+            checkpoint=inputs.adapter_label,
+            checkpoint_why=inputs.adapter_why,
+            lora_scale=settings.scale,
             merge_precision=work,
             parity=report["parity"],
             seconds={**report["seconds"], "total": round(time.monotonic() - started, 2)},
@@ -729,6 +812,11 @@ def _merge_into(
     # Captured before PEFT wraps them: the same module objects become the LoRA layers' base_layer.
     quantizable = _quantizable_linears(model)
     peft_model = PeftModel.from_pretrained(model, str(inputs.adapter_dir), is_trainable=False)
+    if settings.scale != 1.0:
+        # Before any logits: parity then holds the merge to base + the *scaled* adapter.
+        from voicetune.model.loading import scale_lora_
+
+        scale_lora_(peft_model, settings.scale)
     peft_model.eval()
     seconds["load"] = round(time.monotonic() - clock, 2)
 
