@@ -41,13 +41,14 @@ def run_script(
     )
 
 
-def test_the_five_scripts_exist():
+def test_the_six_scripts_exist():
     assert SCRIPTS == [
         "0_create_venv.sh",
         "1_install_pytorch.sh",
         "2_install_axolotl.sh",
         "3_install_training_stack.sh",
         "4_verify.sh",
+        "5_install_export.sh",
     ]
 
 
