@@ -67,7 +67,7 @@ LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "scipy", 
 # On CPU the cost is mostly prompt prefill and perplexity windows (~0.27 GFLOP per token for a 135M
 # model), so prompts are shorter and perplexity windows overlap less.
 CPU_DEFAULTS = {
-    "prompts": 64, "prompt_tokens": 48, "max_new_tokens": 96, "batch_size": 32,
+    "prompts": 64, "prompt_tokens": 48, "max_new_tokens": 80, "batch_size": 64,
     "ppl_max_tokens": 2048, "ppl_window": 512, "ppl_stride": 384,
 }  # fmt: skip
 GPU_DEFAULTS = {
@@ -102,7 +102,6 @@ class BenchmarkSettings(BaseModel):
     delta_words: int = Field(default=150, ge=10)
     calibration_pieces: int = Field(default=300, ge=8, le=100_000)  # per side, for the voice score
     others_holdout: float = Field(default=0.3, gt=0.0, lt=1.0)  # share of each other author kept unseen
-    strengths: list[float] | None = None  # LoRA scales swept (voicetune.voice.strength); None: by device
 
 
 @dataclass(frozen=True)
@@ -499,18 +498,6 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
         lm_eval.release_memory()
         t = lap(f"model:{spec.name}", t)
 
-    # style strength: the fine-tuned adapter at a few more LoRA scales (voicetune.voice.strength)
-    from voicetune.voice import strength
-
-    sweep = None
-    if len(plan.models) == 2:
-        tuned = plan.models[1]
-        sweep = strength.sweep(
-            cfg, tuned, cfg.strengths or strength.default_scales(device), items, fmt, test_texts, train_texts,
-            others, calibration_texts, (generations[tuned.name], windows[tuned.name]),
-        )  # fmt: skip
-        t = lap("strength_sweep", t)
-
     header("benchmark: stylometry and attribution")
     results = analyse(
         cfg, plan, train_texts, test_texts, others, items, generations, windows, baseline.name,
@@ -527,7 +514,6 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
         }
         for spec in plan.models
     ]
-    results["strength_sweep"] = sweep
     lap("stylometry", t)
     timings["total"] = round(time.monotonic() - started, 2)
     # CPU seconds of this process (all threads): comparable across machines that are busy or idle.
@@ -772,17 +758,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, default=None, help="project config (default: configs/voicetune.yaml)"
     )
     knobs = parser.add_argument_group("settings (override the config's benchmark: section)")
-    knobs.add_argument("--prompts", type=int, help="number of prompts (default: 24 on CPU, 128 on GPU)")
+    knobs.add_argument("--prompts", type=int, help="number of prompts (default: 64 on CPU, 160 on GPU)")
     knobs.add_argument(
         "--prompt-tokens",
         type=int,
-        help="prompt length in tokens, whole sentences (default: 64 on CPU, 128 on GPU)",
+        help="prompt length in tokens, whole sentences (default: 48 on CPU, 128 on GPU)",
     )
     knobs.add_argument(
-        "--max-new-tokens", type=int, help="continuation length (default: 72 on CPU, 160 on GPU)"
+        "--max-new-tokens", type=int, help="continuation length (default: 80 on CPU, 192 on GPU)"
     )
     knobs.add_argument("--seed", type=int, help="seed for prompts, sampling and bootstrap (default 1234)")
-    knobs.add_argument("--batch-size", type=int, help="generation batch (default: 24 on CPU, 32 on GPU)")
+    knobs.add_argument("--batch-size", type=int, help="generation batch (default: 64)")
     knobs.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     knobs.add_argument(
         "--threads",
@@ -840,14 +826,12 @@ def run(args: argparse.Namespace) -> int:
         say(f"note: {note}")
     with exclusive_lock(plan.out_dir, "writing"):
         results = run_benchmark(plan, settings)
-        from voicetune.voice import strength
         from voicetune.voice.blind_test import keep_answers
         from voicetune.voice.report import write_report
 
         with atomic_output_dir(plan.out_dir) as tmp:
             keep_answers(plan.out_dir, tmp)  # the person's blind-test answers outlive a re-run
             written = write_report(tmp, results)
-            written += strength.plot_sweep(results.get("strength_sweep"), tmp)
             write_manifest(
                 tmp,
                 build_manifest(
