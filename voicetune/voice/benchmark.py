@@ -102,6 +102,7 @@ class BenchmarkSettings(BaseModel):
     delta_words: int = Field(default=150, ge=10)
     calibration_pieces: int = Field(default=300, ge=8, le=100_000)  # per side, for the voice score
     others_holdout: float = Field(default=0.3, gt=0.0, lt=1.0)  # share of each other author kept unseen
+    strengths: list[float] | None = None  # LoRA scales swept (voicetune.voice.strength); None: by device
 
 
 @dataclass(frozen=True)
@@ -498,6 +499,18 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
         lm_eval.release_memory()
         t = lap(f"model:{spec.name}", t)
 
+    # style strength: the fine-tuned adapter at a few more LoRA scales (voicetune.voice.strength)
+    from voicetune.voice import strength
+
+    sweep = None
+    if len(plan.models) == 2:
+        tuned = plan.models[1]
+        sweep = strength.sweep(
+            cfg, tuned, cfg.strengths or strength.default_scales(device), items, fmt, test_texts, train_texts,
+            others, calibration_texts, (generations[tuned.name], windows[tuned.name]),
+        )  # fmt: skip
+        t = lap("strength_sweep", t)
+
     header("benchmark: stylometry and attribution")
     results = analyse(
         cfg, plan, train_texts, test_texts, others, items, generations, windows, baseline.name,
@@ -514,6 +527,7 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
         }
         for spec in plan.models
     ]
+    results["strength_sweep"] = sweep
     lap("stylometry", t)
     timings["total"] = round(time.monotonic() - started, 2)
     # CPU seconds of this process (all threads): comparable across machines that are busy or idle.
@@ -826,12 +840,14 @@ def run(args: argparse.Namespace) -> int:
         say(f"note: {note}")
     with exclusive_lock(plan.out_dir, "writing"):
         results = run_benchmark(plan, settings)
+        from voicetune.voice import strength
         from voicetune.voice.blind_test import keep_answers
         from voicetune.voice.report import write_report
 
         with atomic_output_dir(plan.out_dir) as tmp:
             keep_answers(plan.out_dir, tmp)  # the person's blind-test answers outlive a re-run
             written = write_report(tmp, results)
+            written += strength.plot_sweep(results.get("strength_sweep"), tmp)
             write_manifest(
                 tmp,
                 build_manifest(
