@@ -163,6 +163,24 @@ def test_known_answers_voice_score_runs_from_the_others_to_the_author() -> None:
     assert scale["words"]["tuned"] > 1500 and scale["calibration"]["check_count"] == 32
 
 
+def test_too_little_held_out_text_gives_no_voice_score_and_says_why() -> None:
+    from voicetune.voice.report import voice_headline, voice_measures_lines
+
+    cfg = bm.resolve_settings(bm.BenchmarkSettings(bootstrap=100), "cpu")
+    pieces = {
+        "base": ["Some words here."] * 3,
+        "author (held-out)": ["Other words."] * 3,
+        "others": ["X."] * 3,
+    }
+    voice, scale = bm.voice_scores(cfg, ["Training text."], {"a": ["A."]}, [], [], 10, pieces, "base")
+    assert all(entry["value"] is None and entry["n"] == 3 for entry in voice.values())
+    assert "calibration pieces" in scale["error"]
+    results = {"voice_score": voice, "voice_scale": scale, "baseline": "base", "models": [{"name": "base"}],
+               "reference": "author (held-out)"}  # fmt: skip
+    assert voice_headline(results).startswith("**Voice score: not measured.**")
+    assert voice_measures_lines(results)[0].startswith("No voice score: the voice scale needs")
+
+
 def test_the_printed_answer_starts_with_the_voice_score() -> None:
     lines = bm.headline_lines(known_answer_results())
     assert lines[0].startswith("How much does it sound like you? tuned: ") and "**" not in lines[0]

@@ -593,10 +593,15 @@ def voice_scores(
 
     author_calibration = vs.cut_pieces(calibration_texts, words, cfg.calibration_pieces, seed=cfg.seed)
     count = len(pieces[AUTHOR])
-    scale = vs.fit_voice_scale(
-        author_calibration, others_calibration, author_reference=train_texts,
-        other_reference=others_reference, seed=cfg.seed, n_boot=cfg.bootstrap, check_count=count,
-    )  # fmt: skip
+    try:
+        scale = vs.fit_voice_scale(
+            author_calibration, others_calibration, author_reference=train_texts,
+            other_reference=others_reference, seed=cfg.seed, n_boot=cfg.bootstrap, check_count=count,
+        )  # fmt: skip
+    except VoicetuneError as exc:  # too little held-out text to calibrate: say so, score nothing
+        say(f"note: no voice score: {exc}")
+        empty = {"value": None, "ci_low": None, "ci_high": None, "n": count}
+        return {name: dict(empty) for name in pieces}, {"error": str(exc), "in_sample": False}
     voice = {name: vs.score_pieces(scale, texts, seed=cfg.seed).to_dict() for name, texts in pieces.items()}
     models = [name for name in pieces if name not in (AUTHOR, OTHERS)]
     challengers = [name for name in models if name != baseline]

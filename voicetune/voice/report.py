@@ -237,6 +237,8 @@ def voice_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
 def voice_measures_lines(results: Mapping[str, Any]) -> list[str]:
     """Which measures the score is made of, and which could not tell the author from the others."""
     scale = results.get("voice_scale") or {}
+    if scale.get("error"):
+        return [f"No voice score: {scale['error']}."]
     measures = scale.get("measures", {})
     used = [f"{m['label']} ({100 * m['weight']:.0f}%)" for m in measures.values() if m["passed"]]
     dropped = [m["label"] for m in measures.values() if not m["passed"]]
