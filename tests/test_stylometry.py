@@ -252,3 +252,17 @@ def test_load_author_texts_reads_txt_recursively_in_order_and_says_what_is_wrong
     empty.mkdir()
     with pytest.raises(VoicetuneError, match=r"no non-empty \.txt"):
         st.load_author_texts(empty)
+
+
+def test_pooled_delta_rows_match_delta_of_the_pooled_text() -> None:
+    """delta_rows scores pooled counts (vocabulary counts + word total) as Delta scores the text."""
+    train, test = author_split()
+    space = st.fit_delta_space({"(author)": list(train), **other_authors()}, segment_size=60, seed=0)
+    author_z = space.zscores(st.words(train[0]))
+    pieces = [st.words(p) for p in st.segment_words(test[0], 60)[:5]]
+    counts = np.array([[*(space.relative_frequencies(t) * len(t)), len(t)] for t in pieces])
+    pooled = [w for t in pieces for w in t]
+    z = space.zscores(pooled)
+    for kind, single in (("cosine", st.cosine_delta), ("burrows", st.burrows_delta)):
+        row = st.delta_rows(counts.sum(axis=0, keepdims=True), space, author_z, kind)
+        assert row[0] == pytest.approx(single(z, author_z))
