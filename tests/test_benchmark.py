@@ -73,6 +73,10 @@ def test_calibration_text_and_other_writers_pieces_are_never_scored_text() -> No
         windows[:30], [], bm.resolve_settings(bm.BenchmarkSettings(prompts=28), "cpu")
     )
     assert len(few) == 15 and len(rest) == 15
+    # With validation texts to calibrate on, every window can be a prompt.
+    cfg_many = bm.resolve_settings(bm.BenchmarkSettings(prompts=500), "cpu")
+    every, val_only = bm.plan_prompts(windows[:30], [" ".join(["word"] * 5000)], cfg_many)
+    assert len(every) == 30 and len(val_only) == 1
     others = {"a": ["\n\n".join(f"Paragraph {i} of a, with some words." for i in range(100))],
               "b": ["\n\n".join(f"Paragraph {i} of b, with some words." for i in range(100))]}  # fmt: skip
     reference, held_out = bm.split_other_authors(others, 0.3)

@@ -400,7 +400,7 @@ def plan_prompts(
     give fewer pieces than there are prompts, half the windows are kept back for calibration."""
     reference_words = 0.75 * cfg.max_new_tokens  # about how long a piece will be
     spare_words = sum(len(t.split()) for t in val_texts)
-    n = cfg.prompts
+    n = min(cfg.prompts, len(windows))
     window_words = (
         statistics.mean(len(w.prompt.split()) + len(w.reference.split()) for w in windows) if windows else 0
     )
