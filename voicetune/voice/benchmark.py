@@ -11,6 +11,13 @@ author's real continuation (cut to the same token budget) is the reference and t
   repetition (closeness to the author's own value), and copying (8-grams found in the training text,
   longest copied span).
 
+The headline is the voice score (voicetune.voice.voice_score): 0 = the other authors' real text, 1 =
+the author's own held-out text, calibrated on pieces no system is scored on (held-out windows no
+prompt uses plus the validation texts; the last `others_holdout` of each other author, which the
+classifier, Delta and the scale never see). The other authors' real text is also scored as a system
+("others"), and a style measure judges models only if it tells the author's continuations from it at
+this length and count (else "cannot tell at this length").
+
 Output: benchmarks/results/<run>/ with report.md, report.html, PNG plots, results.json
 (docs/results_schema.md) and samples.md, written atomically with a manifest; the same inputs and
 settings are not recomputed ("up to date").
