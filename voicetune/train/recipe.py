@@ -22,8 +22,9 @@ in one line each. The rules and the evidence behind them:
   that, gradient accumulation makes up the rest. Throughput is tuned within that, never against it.
 - On a CPU the profile's `max_steps` x rows a step is a budget of rows (time): it is spent on as many
   updates as the target asks, one row each if need be, instead of few large ones.
-- Learning rate: the profile's, raised so that lr x updates >= LR_UPDATES (0.02: 225 updates at
-  1e-4 moved the voice; Adam's step size is about lr whatever the batch), at most MAX_LR.
+- Learning rate: the profile's, raised so that lr x updates >= LR_UPDATES (0.08: on the H200, 816
+  updates at 1e-4 moved the demo model's voice score from 0.45 to 0.75, benchmarks/results/
+  gpu-h200-voice; Adam's step size is about lr whatever the batch), at most MAX_LR.
 - LoRA rank: the profile's, at most 16 under 30k words (a small corpus fits in fewer parameters;
   alpha stays 2 x r, so the update's scale is unchanged).
 - Mix: the prepared mix of pairs, unless the budget covers less than one epoch: then rewrite pairs
@@ -44,7 +45,7 @@ WORDS_LOW = 20_000
 MIN_UPDATES = 200
 MAX_UPDATES = 1_000
 MAX_EPOCHS = 6
-LR_UPDATES = 0.02
+LR_UPDATES = 0.08  # lr x updates of the H200 run that moved the voice: 816 x 1e-4
 MAX_LR = 1e-3
 SMALL_CORPUS_WORDS = 30_000
 SMALL_CORPUS_RANK = 16
@@ -53,7 +54,7 @@ SMALL_CORPUS_RANK = 16
 # packed them into 816).
 PACKING_EFFICIENCY = 0.78
 CHECKPOINTS = 5
-CPU_CHECKPOINTS = 3
+CPU_CHECKPOINTS = 2  # each costs an evaluation and a point on the voice curve: minutes on a CPU
 # micro batches the VRAM estimator is asked about (the largest that fits, up to what the plan needs)
 MICRO_BATCHES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 # the Axolotl keys a recipe sets; a person who sets one (flag or --set) keeps it, the recipe plans around it
@@ -286,7 +287,7 @@ def plan(
         lr = min(MAX_LR, LR_UPDATES / updates)
         reasons.append(
             f"learning rate {lr:.2g} (profile {base_lr:.2g}): lr x updates >= {LR_UPDATES} "
-            f"({updates} updates; 225 at 1e-4 moved the voice)"
+            f"({updates} updates; 816 at 1e-4 moved the voice on the H200)"
         )
     else:
         reasons.append(

@@ -280,9 +280,10 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text(encoding="utf-8"))
     losses = eval_losses(state)
     points: list[Point] = []
-    texts = continuations(model, "base")
-    share, longest = copying(texts)
-    points.append(Point(0, None, estimate(texts), share, longest, losses.get(0)))
+    if device == "cuda":  # the base model's point, for the plot; on a CPU it costs a minute, skipped
+        texts = continuations(model, "base")
+        share, longest = copying(texts)
+        points.append(Point(0, None, estimate(texts), share, longest, losses.get(0)))
     del model
     lm.release_memory()
     for folder in checkpoints:
