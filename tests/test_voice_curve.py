@@ -1,0 +1,88 @@
+"""The checkpoint chosen by voice (voicetune.voice.checkpoint_choice) and the style-strength sweep
+(voicetune.voice.strength): the choice rule, the trainer's eval losses, the plots. Pure and fast; the
+models themselves run in the GPU results (benchmarks/results/gpu-h200-voice) and the demo."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from voicetune.core.errors import VoicetuneError
+from voicetune.voice.checkpoint_choice import Point, choose_best, eval_losses, plot_curve
+from voicetune.voice.strength import plot_sweep, sweep_points
+
+
+def _point(step: int, value: float | None, copying: float = 0.0, loss: float | None = 2.5) -> Point:
+    voice = {"value": value, "ci_low": None if value is None else value - 0.1,
+             "ci_high": None if value is None else value + 0.1, "n": 16}  # fmt: skip
+    return Point(step, f"checkpoint-{step}" if step else None, voice, copying, 3, loss)
+
+
+def test_the_best_checkpoint_is_the_most_author_like_that_copies_no_more_than_the_author() -> None:
+    points = [_point(0, 0.9), _point(100, 0.4), _point(200, 0.8, copying=0.05), _point(300, 0.6)]
+    best, why = choose_best(points, author_copying=0.01)
+    assert best.step == 300  # 200 scores higher but copies more than the author; the base never counts
+    assert why.startswith("the highest voice score, 0.60 [0.50, 0.70], of 3 checkpoints")
+    assert "1 checkpoint(s) left out for copying more than the author" in why
+    best, _ = choose_best(points, author_copying=0.10)
+    assert best.step == 200
+
+
+def test_when_every_checkpoint_copies_the_least_copying_one_is_taken() -> None:
+    best, why = choose_best([_point(1, 0.9, copying=0.2), _point(2, 0.5, copying=0.1)], author_copying=0.0)
+    assert best.step == 2 and "copies least (10.0%)" in why
+
+
+def test_a_score_that_could_not_be_computed_never_wins_and_no_checkpoint_is_an_error() -> None:
+    best, _ = choose_best([_point(1, None), _point(2, 0.3)], author_copying=0.0)
+    assert best.step == 2
+    with pytest.raises(VoicetuneError, match="no saved checkpoint"):
+        choose_best([_point(0, 0.5)], author_copying=0.0)
+
+
+def test_eval_losses_come_from_the_trainers_log() -> None:
+    state = {
+        "log_history": [
+            {"step": 5, "loss": 3.0},
+            {"step": 5, "eval_loss": 2.9},
+            {"step": 10, "eval_loss": 2.7},
+        ]
+    }
+    assert eval_losses(state) == {5: 2.9, 10: 2.7}
+    assert eval_losses(None) == {}
+
+
+def test_the_curve_and_the_sweep_are_plotted(tmp_path: Path) -> None:
+    curve = {
+        "run": "demo",
+        "points": [
+            p.as_json() for p in (_point(0, 0.4, loss=3.1), _point(50, None), _point(100, 0.7, loss=2.8))
+        ],
+        "author": {"voice_score": {"value": 1.0}},
+        "best": {"step": 100},
+    }
+    plot_curve(curve, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+
+    windows = {0.5: 30.0, 1.0: 31.0, 1.5: 35.0}
+    calls: list[float] = []
+
+    def run_scale(scale: float) -> tuple[list[str], SimpleNamespace]:
+        calls.append(scale)
+        return [f"text at {scale}"], SimpleNamespace(perplexity=windows[scale])
+
+    points = sweep_points(
+        [0.5, 1.0, 1.5],
+        run_scale,
+        lambda texts: {"value": float(texts[0].split()[-1]), "ci_low": 0.0, "ci_high": 2.0, "n": 1},
+        lambda texts: 0.0,
+    )
+    assert calls == [0.5, 1.0, 1.5] and [p["perplexity"] for p in points] == [30.0, 31.0, 35.0]
+    assert math.isclose(points[2]["voice_score"]["value"], 1.5)
+    assert plot_sweep({"points": points, "author_voice_score": 1.0, "author_copying": 0.0}, tmp_path) == [
+        "strength_sweep.png"
+    ]
+    assert plot_sweep(None, tmp_path) == []
