@@ -360,3 +360,74 @@ def test_declared_hub_id_conflicts_only_when_informative(tmp_path: Path) -> None
     assert declared_base_conflict("models/base", base) is None  # a relative path to this very folder
     assert declared_base_conflict("mirror-org/Llama-3.1-8B", base) is None  # same model, other org
     assert "Qwen/Qwen2.5-7B" in (declared_base_conflict("Qwen/Qwen2.5-7B", base) or "")
+
+
+def _checkpointed_run(home: Path, base_model_dir: Path, adapter: Path, name: str) -> Path:
+    """A run whose output/ holds checkpoint-2 (the shared adapter) and checkpoint-4 (another one)."""
+    run = make_run(home, name, base_model_dir, adapter, data_dir=home / "data" / "processed" / "demo")
+    shutil.copytree(adapter, run / "output" / "checkpoint-2")
+    other = make_lora_adapter(base_model_dir, home / f"{name}-other", seed=7)
+    shutil.copytree(other, run / "output" / "checkpoint-4")
+    for step in (2, 4):
+        (run / "output" / f"checkpoint-{step}" / "optimizer.pt").write_bytes(b"resume state, not adapter")
+    return run
+
+
+def test_merge_takes_the_voice_curves_best_checkpoint_at_a_chosen_strength(
+    home: Path,
+    base_model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--checkpoint best (the default) merges what voice_curve.json names and says why; --scale S
+    folds in S x the delta (W + S * alpha/r * B @ A), checked against the files like the test above."""
+    from safetensors import safe_open
+
+    adapter = shared_adapter(tmp_path_factory, base_model_dir)
+    run = _checkpointed_run(home, base_model_dir, adapter, "curved")
+    why = "the highest voice score, 0.70 [0.5, 0.9], of 2 checkpoints"
+    (run / "voice_curve.json").write_text(
+        json.dumps({"best": {"step": 2, "checkpoint": "checkpoint-2", "why": why}})
+    )
+    capsys.readouterr()
+    assert _merge(home, monkeypatch, "--run", "curved", "--scale", "0.5") == 0
+    out = capsys.readouterr().out
+    assert f"merge: checkpoint-2: chosen by the voice curve (voice_curve.json): {why}" in out
+    assert "style strength x0.5" in out
+    merged = home / "merged_models" / "curved"
+    manifest = json.loads((merged / "manifest.json").read_text())
+    assert manifest["checkpoint"] == "checkpoint-2" and manifest["lora_scale"] == 0.5
+    assert "optimizer.pt" not in manifest["inputs"]["adapter"]  # resume state is not the adapter
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    module = "model.layers.3.mlp.down_proj"
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as handle:
+        delta = (
+            config["lora_alpha"]
+            / config["r"]
+            * (
+                handle.get_tensor(f"base_model.model.{module}.lora_B.weight")
+                @ handle.get_tensor(f"base_model.model.{module}.lora_A.weight")
+            )
+        )
+    with safe_open(str(base_model_dir / "model.safetensors"), "pt") as handle:
+        base = handle.get_tensor(f"{module}.weight")
+    with safe_open(str(merged / "model.safetensors"), "pt") as handle:
+        after = handle.get_tensor(f"{module}.weight")
+    assert (after - base - 0.5 * delta).abs().max() < 1e-5
+
+    # --checkpoint N and last; an unknown N names the saved ones
+    assert _merge(home, monkeypatch, "--run", "curved", "--checkpoint", "4", "--dry-run") == 0
+    assert "merge: checkpoint-4: asked for with --checkpoint" in capsys.readouterr().out
+    assert _merge(home, monkeypatch, "--run", "curved", "--checkpoint", "last", "--dry-run") == 0
+    assert "merge: last: the adapter the training ended with" in capsys.readouterr().out
+    assert _merge(home, monkeypatch, "--run", "curved", "--checkpoint", "9", "--dry-run") == 1
+    assert "use --checkpoint best, last or one of 2, 4" in capsys.readouterr().err
+
+
+def test_without_a_voice_curve_best_merges_the_last_adapter_and_says_so(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _merge(home, monkeypatch, "--run", "demo", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "merge: last: no voice curve in" in out and "voicetune voice-curve --run demo" in out
