@@ -19,8 +19,11 @@ output to the terminal and to checkpoints/<run>/train.log. TensorBoard logs alwa
 --wandb offline (local files) or online. With --gpus N (N > 1) it launches N processes with DeepSpeed ZeRO-2 (or
 --multi-gpu fsdp) from configs/deepspeed/.
 
-  --profile auto   picks cpu-demo without a GPU; with one, the profile for its memory and the largest
-                   micro batch and sequence length that fit, and says why
+  --profile auto   picks cpu-demo without a GPU; with one, the profile for its memory. Every built-in
+                   profile then plans the run from the data (voicetune/train/recipe.py): the optimizer
+                   updates the corpus needs first (a few hundred for 20k-200k words), then the largest
+                   batch that keeps them, epochs, learning rate, rank, pair mix and the checkpoints the
+                   voice curve scores; one printed line says why for each
   --resume         continue an interrupted run from its latest complete checkpoint (also after kill -9),
                    extend a finished one (with a larger --max-steps/--epochs), or move a run to another
                    --gpus count (the global batch is kept); any other change is refused
