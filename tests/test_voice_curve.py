@@ -39,6 +39,8 @@ def test_when_every_checkpoint_copies_the_least_copying_one_is_taken() -> None:
 def test_a_score_that_could_not_be_computed_never_wins_and_no_checkpoint_is_an_error() -> None:
     best, _ = choose_best([_point(1, None), _point(2, 0.3)], author_copying=0.0)
     assert best.step == 2
+    best, why = choose_best([_point(1, None, loss=2.7), _point(2, None, loss=2.6)], author_copying=0.0)
+    assert best.step == 2 and why.startswith("no voice score at this length") and "(2.600)" in why
     with pytest.raises(VoicetuneError, match="no saved checkpoint"):
         choose_best([_point(0, 0.5)], author_copying=0.0)
 

@@ -78,6 +78,13 @@ def choose_best(points: Sequence[Point], author_copying: float) -> tuple[Point, 
             f"every checkpoint copies more of the training text than the author's own new writing "
             f"({author_copying:.1%} of 8-grams): step {best.step} copies least ({best.copying:.1%})"
         )
+    if all(_value(p) == -math.inf for p in allowed):
+        best = min(allowed, key=lambda p: (p.eval_loss if p.eval_loss is not None else math.inf, -p.step))
+        loss = f" ({best.eval_loss:.3f})" if best.eval_loss is not None else ""
+        return best, (
+            "no voice score at this length and number of prompts (no measure told the author from the "
+            f"others): the lowest eval loss{loss}, copying {best.copying:.1%} of 8-grams"
+        )
     best = max(allowed, key=lambda p: (_value(p), -p.step))
     loss = f", eval loss {best.eval_loss:.3f}" if best.eval_loss is not None else ""
     why = (
