@@ -203,3 +203,39 @@ def test_best_of_with_greedy_decoding_is_refused(
     args = ["--run", "demo", "--prompt", "x", "--best-of", "3", "--temperature", "0"]
     assert _generate(home, monkeypatch, *args) == 1
     assert "--best-of needs sampling" in capsys.readouterr().err
+
+
+def test_style_strength_scales_the_adapter_and_zero_is_the_base_model(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], base_model_dir: Path
+) -> None:
+    """--scale 0 on base + adapter writes exactly what the base model writes (greedy); --scale 1 the
+    trained model; a merged run with --scale is loaded as base + the adapter it was merged from."""
+    from voicetune.model.generate import ModelSource, with_adapter_for_scale
+
+    args = ["--mode", "continue", "--prompt", "Reginald looked at the Duchess.", "--max-new-tokens", "10",
+            "--temperature", "0", "--no-stream"]  # fmt: skip
+    texts = {}
+    runs = {
+        "base": ["--model", str(base_model_dir)],
+        "x0": ["--run", "demo", "--scale", "0"],
+        "x1": ["--run", "demo"],
+    }
+    for label, extra in runs.items():
+        assert _generate(home, monkeypatch, *args, *extra) == 0
+        texts[label] = capsys.readouterr().out.strip().splitlines()[-1]
+    assert texts["x0"] == texts["base"] != texts["x1"]
+
+    merged = home / "merged_models" / "demo"
+    merged.mkdir(parents=True, exist_ok=True)
+    adapter = home / "checkpoints" / "demo" / "output"
+    (merged / "manifest.json").write_text(json.dumps(
+        {"step": "merge", "base_model": str(base_model_dir), "adapter_dir": str(adapter), "outputs": {}}
+    ))  # fmt: skip
+    plain = ModelSource(merged, None, None, "demo (merged)")
+    assert with_adapter_for_scale(plain, 1.0) is plain
+    scaled = with_adapter_for_scale(plain, 1.5)
+    assert scaled.model_dir == base_model_dir and scaled.adapter_dir == adapter
+    assert scaled.label == "demo (base + adapter x1.5)"
+    with pytest.raises(VoicetuneError, match="needs the adapter"):
+        with_adapter_for_scale(ModelSource(base_model_dir, None, None, "base"), 1.5)
+    shutil.rmtree(merged)
