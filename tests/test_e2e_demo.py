@@ -31,9 +31,20 @@ def _run_demo(
         PYTHONPATH=str(repo / "tests" / "netguard"),
     )
     command = [
-        "bash", str(repo / "run_demo.sh"), "--skip-setup",
-        "--input", str(home / "input"), "--base-model", str(base),
-        "--steps", "3", "--prompts", "4", "--max-new-tokens", "16", *extra,
+        "bash",
+        str(repo / "run_demo.sh"),
+        "--skip-setup",
+        "--input",
+        str(home / "input"),
+        "--base-model",
+        str(base),
+        "--steps",
+        "3",
+        "--prompts",
+        "4",
+        "--max-new-tokens",
+        "16",
+        *extra,
     ]
     result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=1500)
     print(result.stdout[-6000:])
@@ -66,10 +77,25 @@ def test_demo_produces_every_artifact_with_a_manifest(demo_home: Path) -> None:
     assert "base" in report and "fine-tuned" in report
 
 
+def test_demo_chooses_the_checkpoint_by_voice_and_sweeps_the_strength(demo_home: Path) -> None:
+    """Issue 20: the voice curve scores each saved checkpoint, the merge takes its choice and says why,
+    the benchmark sweeps the adapter's LoRA scale (one more on a CPU: x1.5)."""
+    curve = json.loads((demo_home / "checkpoints" / "demo" / "voice_curve.json").read_text())
+    steps = [p["step"] for p in curve["points"]]
+    assert len(steps) == 2 and steps[-1] == 3  # --steps 3: checkpoints at 2 and 3
+    merged = json.loads((demo_home / "merged_models" / "demo" / "manifest.json").read_text())
+    assert merged["checkpoint"] == curve["best"]["checkpoint"] and merged["lora_scale"] == 1.0
+    stdout = (demo_home / "first_stdout.txt").read_text()
+    assert f"merge: {curve['best']['checkpoint']}: chosen by the voice curve" in stdout
+    assert "recipe: updates first:" in stdout
+    results = json.loads((demo_home / "benchmarks" / "results" / "demo" / "results.json").read_text())
+    assert [p["scale"] for p in results["strength_sweep"]["points"]] == [1.0, 1.5]
+
+
 def test_demo_prints_a_timing_table(demo_home: Path) -> None:
     stdout = (demo_home / "first_stdout.txt").read_text()
     table = stdout[stdout.rindex("step ") :]
-    for step in ["base model", "prepare", "train", "merge", "benchmark", "total"]:
+    for step in ["base model", "prepare", "train", "voice curve", "merge", "benchmark", "total"]:
         assert step in table
 
 
@@ -107,7 +133,10 @@ def test_a_missing_earlier_artifact_names_the_script_to_run(demo_home: Path, rep
     env = dict(os.environ, VOICETUNE_HOME=str(demo_home))
     result = subprocess.run(
         [str(repo_root / "training" / "3_merge_adapter.sh"), "--run", "never-trained"],
-        env=env, text=True, capture_output=True, timeout=300,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "2_train_lora.sh" in result.stderr
