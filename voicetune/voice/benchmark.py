@@ -72,12 +72,13 @@ LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "scipy", 
 
 # Defaults that depend on the device: a CPU demo must finish in minutes, a GPU can afford more.
 # The voice score's interval narrows with the words each model writes (about 1/sqrt(words)): on the
-# demo author (benchmarks/results/voice-score-cpu-checkpoint54), 96 prompts x 80 tokens left the
-# fine-tuned model's interval a little wider than the 0.3 we aim for, so the CPU default writes a third
-# more, in one batch (a decode step costs little more for 128 rows than for 96 on a CPU). Prompts are
-# short (prefill is the other cost) and perplexity windows overlap less.
+# demo author (benchmarks/results/voice-score-cpu-checkpoint54: 96 and 128 prompts x 80 tokens) the
+# fine-tuned model's interval stayed a little wider than the 0.3 we aim for (it stops early and writes
+# fewer words than the base), so the CPU default has 160 prompts, in one batch (a decode step costs
+# little more for 160 rows than for 96 on a CPU). Prompts are short (prefill is the other cost) and
+# perplexity windows overlap less.
 CPU_DEFAULTS = {
-    "prompts": 128, "prompt_tokens": 40, "max_new_tokens": 80, "batch_size": 128,
+    "prompts": 160, "prompt_tokens": 40, "max_new_tokens": 80, "batch_size": 160,
     "ppl_max_tokens": 2048, "ppl_window": 512, "ppl_stride": 384,
 }  # fmt: skip
 GPU_DEFAULTS = {
@@ -787,7 +788,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, default=None, help="project config (default: configs/voicetune.yaml)"
     )
     knobs = parser.add_argument_group("settings (override the config's benchmark: section)")
-    knobs.add_argument("--prompts", type=int, help="number of prompts (default: 128 on CPU, 160 on GPU)")
+    knobs.add_argument("--prompts", type=int, help="number of prompts (default: 160)")
     knobs.add_argument(
         "--prompt-tokens",
         type=int,
@@ -797,7 +798,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens", type=int, help="continuation length (default: 80 on CPU, 192 on GPU)"
     )
     knobs.add_argument("--seed", type=int, help="seed for prompts, sampling and bootstrap (default 1234)")
-    knobs.add_argument("--batch-size", type=int, help="generation batch (default: 128 on CPU, 64 on GPU)")
+    knobs.add_argument("--batch-size", type=int, help="generation batch (default: 160 on CPU, 64 on GPU)")
     knobs.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     knobs.add_argument(
         "--threads",
