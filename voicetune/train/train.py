@@ -534,7 +534,25 @@ def stream(
     """Run command; copy its output to our stdout and to log_path as it comes; return its exit code.
 
     The trainer leads its own process group, recorded in run_dir: if this process is killed outright
-    (SIGKILL, a closed terminal), the next `voicetune train` on the run finds and stops it."""
+    (SIGKILL, a closed terminal), the next `voicetune train` on the run finds and stops it. SIGTERM (a
+    timeout, systemd, a scheduler) stops the trainer as Ctrl-C does: by default it would end this
+    process alone and leave the trainer's group running. The handler is in place before the trainer
+    starts, so no moment is left uncovered."""
+    previous = _raise_on_sigterm()
+    try:
+        return _stream(command, env, cwd, log_path, watcher, run_dir)
+    finally:
+        _restore_sigterm(previous)
+
+
+def _stream(
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    watcher: LogWatcher,
+    run_dir: Path | None,
+) -> int:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     with open(log_path, "ab") as log:
         log.write(f"\n===== voicetune train {utc_now()}: {shlex.join(command)}\n".encode())
@@ -551,9 +569,6 @@ def stream(
             resume.record_trainer(run_dir, proc.pid)
         assert proc.stdout is not None
         out = sys.stdout.buffer
-        # SIGTERM (timeout, systemd, a job scheduler) must stop the trainer too, as Ctrl-C does:
-        # by default it would end this process alone and leave the trainer's group running.
-        previous = _raise_on_sigterm()
         try:
             fd = proc.stdout.fileno()
             while chunk := os.read(fd, 1 << 16):
@@ -575,7 +590,6 @@ def stream(
                 proc.wait()
             raise
         finally:
-            _restore_sigterm(previous)
             if run_dir is not None and proc.poll() is not None:
                 resume.forget_trainer(run_dir)
         return code
