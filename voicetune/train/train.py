@@ -617,11 +617,36 @@ def _restore_sigterm(previous: Any) -> None:
 # ----------------------------------------------------------------------------------------- the verb
 
 
+@dataclass
+class _Plan:
+    """What this run will train: the profile chosen, the rendered Axolotl config, its fingerprints."""
+
+    inputs: Inputs
+    choice: ProfileChoice
+    gpu: Any
+    attention: str
+    on_cpu: bool
+    cfg: dict[str, Any]
+    fp: str
+    resume_fp: str  # what a resume may not change (steps, epochs, GPU count and cadence it may)
+    state: dict[str, Any] | None
+
+
+@dataclass
+class _Start:
+    """Where training starts: fresh, from a checkpoint, or extending a finished run."""
+
+    finished: dict[str, Any] | None
+    extending: bool = False
+    resume_from: Path | None = None
+    incomplete: list[Path] = field(default_factory=list)
+
+
 def run(args: argparse.Namespace) -> int:
+    """plan -> resume -> render + preflight -> launch -> finish, under the run folder's lock."""
     started = time.monotonic()
     inputs = resolve_inputs(args)
-    settings = inputs.settings
-    apply_private_env(None if settings.wandb == "off" else settings.wandb)
+    apply_private_env(None if inputs.settings.wandb == "off" else inputs.settings.wandb)
     run_dir = inputs.run_dir
     header(f"train: {inputs.data_dir} on {inputs.base_model} -> {run_dir}")
 
@@ -629,167 +654,196 @@ def run(args: argparse.Namespace) -> int:
         orphan = resume.stop_orphaned_trainer(run_dir)
         if orphan is not None:
             say(f"train: stopped the trainer left running by a killed `voicetune train` (group {orphan})")
-        state = _read_json(run_dir / RUN_STATE)
-        gpu = preflight.read_gpu()
-        sticky = state.get("auto") if state and not args.force and settings.profile == "auto" else None
-        planned = state.get("recipe") if state and args.resume and not args.force else None
-        choice = choose_profile(settings.profile, gpu, inputs, sticky, planned)
-        attention, attention_reason = preflight.attention_for(gpu)
-        on_cpu = not (gpu is not None and gpu.torch_cuda)
-        spec = _spec(inputs, choice, attention, on_cpu=on_cpu)
-        cfg = ac.render(choice.cfg, spec)
-        fp = fingerprint(
-            ac.fingerprint_view(cfg),
-            inputs.data_manifest.get("fingerprint"),
-            base_model_identity(inputs.base_model),
-            settings.gpus,
-        )
-        # what a resume may not change (steps, epochs, GPU count and cadence it may)
-        resume_fp = fingerprint(
-            resume.resume_view(cfg),
-            inputs.data_manifest.get("fingerprint"),
-            base_model_identity(inputs.base_model),
-        )
-        for line in choice.reasons:
-            say(line)
-        if not ac._attention_set(choice.cfg):
-            say(f"attention: {attention} ({attention_reason})")
-        for note in spec.notes:
-            say(f"note: {note}")
-
-        finished = read_manifest(run_dir)
-        extending = False
-        if finished and finished.get("step") == "train":
-            if finished.get("fingerprint") == fp and not args.force:
-                say(
-                    f"train: up to date: {run_dir} already holds this training "
-                    f"(step {finished.get('global_step')}); --force trains it again"
-                )
-                return 0
-            extending = bool(args.resume and finished.get("resume_fingerprint") == resume_fp)
-            if not args.force and not extending:
-                raise VoicetuneError(
-                    f"{run_dir} holds a finished training with other settings or data: pass --force to "
-                    f"replace it, --run NEW_NAME to keep both, or --resume to continue it when only "
-                    f"--max-steps/--epochs/--gpus changed"
-                )
-        output_dir = run_dir / "output"
-        complete, incomplete = checkpoints(output_dir)
-        resume_from: Path | None = None
-        if args.force:
-            pass
-        elif complete and args.resume:
-            if not _same_training(state, fp, resume_fp):
-                raise VoicetuneError(
-                    f"the settings or data changed since {run_dir.name} started: resuming would mix two "
-                    f"trainings; pass --force to start over, or train into a new --run"
-                )
-            resume_from = complete[-1]
-            verb = "extending the finished run" if extending else "resuming"
-            say(f"train: {verb} from {resume_from.name}")
-        elif complete:
-            raise VoicetuneError(
-                f"{run_dir} holds checkpoints of an unfinished training (latest {complete[-1].name}): pass "
-                f"--resume to continue it, or --force to start over"
-            )
-        elif args.resume:
-            say(f"train: nothing to resume in {output_dir} (no complete checkpoint): starting from step 0")
-        if resume_from is not None:
-            inputs, resume_from = _adapt_to_gpu_count(inputs, state or finished or {}, resume_from)
-            cfg = ac.render(choice.cfg, _spec(inputs, choice, attention, resume_from, on_cpu=on_cpu))
-            if resume.is_portable(resume_from):
-                cfg["plugins"] = [*(cfg.get("plugins") or []), resume.PORTABLE_PLUGIN]
-
-        yaml_name = "axolotl.dry-run.yaml" if args.dry_run and finished else "axolotl.yaml"
-        yaml_path = run_dir / yaml_name
-        write_text_atomic(
-            yaml_path,
-            ac.dump_yaml(
-                cfg,
-                [
-                    f"Rendered by `voicetune train` from profile {choice.name} for run {inputs.run_name}.",
-                    "Edit the profile (or pass --set key=value), not this file: every run rewrites it.",
-                ],
-            ),
-        )
-        on_gpu = gpu is not None and gpu.torch_cuda
-        command = launch_command(yaml_path, settings.gpus, on_gpu)
-        ctx = preflight.Context(
-            yaml_path=yaml_path,
-            run_dir=run_dir,
-            data_dir=inputs.data_dir,
-            data_format=inputs.data_format,
-            base_model=inputs.base_model,
-            gpu=gpu,
-            gpus=settings.gpus,
-            dry_run=args.dry_run,
-        )
-        report = preflight.run_preflight(cfg, ctx)
-
+        plan = plan_training(args, inputs)
+        start = decide_start(args, plan)
+        if start is None:
+            return 0
+        yaml_path, command, report = render_and_check(args, plan, start)
         if args.dry_run:
             say(f"dry run: rendered {yaml_path}")
             say(f"dry run: would run (in {run_dir}):\n  {shlex.join(command)}")
             return 0
-
-        if args.force:
-            _clear_run(run_dir)
-        if extending:
-            (run_dir / "manifest.json").unlink(missing_ok=True)  # no longer a finished training
-        for folder in incomplete:
-            say(f"train: removing {folder.name}: it was cut off while being written")
-            shutil.rmtree(folder, ignore_errors=True)
-        write_json_atomic(
-            run_dir / RUN_STATE,
-            {
-                "fingerprint": fp,
-                "resume_fingerprint": resume_fp,
-                "gpus": settings.gpus,
-                "gradient_accumulation_steps": cfg.get("gradient_accumulation_steps"),
-                "started": utc_now(),
-                "profile": choice.name,
-                "auto": choice.auto,
-                "recipe": choice.recipe,
-                "command": command,
-                "resumed_from": str(resume_from) if resume_from else None,
-            },
-        )
-        env = dict(os.environ)
-        env.update(PYTHONUNBUFFERED="1", WANDB_DIR=str(run_dir))
-        # what `axolotl train` sets by default, and what the 8 GB runs were measured with: reserved
-        # memory stays near allocated instead of fragmenting (benchmarks/results/throughput-h200-8gb-*)
-        env.setdefault("PYTORCH_ALLOC_CONF", "expandable_segments:True")
-        header(f"axolotl train: {yaml_path} (log: {run_dir / 'train.log'})")
+        prepare_run_folder(args, plan, start, command)
         watcher = LogWatcher()
         train_started = time.monotonic()
-        try:
-            code = stream(command, env, run_dir, run_dir / "train.log", watcher, run_dir)
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: checkpoints so far are in {output_dir}; continue with --resume",
-                file=sys.stderr,
-            )
+        code = launch(plan.inputs, yaml_path, command, watcher)
+        if code is None:
             return 130
-        if code != 0:
-            raise VoicetuneError(
-                f"axolotl train failed (exit {code}): {_last_error(watcher)}; the full log is "
-                f"{run_dir / 'train.log'}"
-            )
         manifest = _finish(
             run_dir,
-            inputs,
-            choice,
-            cfg,
-            fp,
+            plan.inputs,
+            plan.choice,
+            plan.cfg,
+            plan.fp,
             report,
             watcher,
             train_seconds=time.monotonic() - train_started,
             wall=time.monotonic() - started,
-            resumed_from=resume_from,
+            resumed_from=start.resume_from,
         )
-        manifest["resume_fingerprint"] = resume_fp
+        manifest["resume_fingerprint"] = plan.resume_fp
         write_manifest(run_dir, manifest)
     _summary(manifest)
     return 0
+
+
+def plan_training(args: argparse.Namespace, inputs: Inputs) -> _Plan:
+    """Choose the profile (and the recipe from the data), render the config, fingerprint it."""
+    settings, run_dir = inputs.settings, inputs.run_dir
+    state = _read_json(run_dir / RUN_STATE)
+    gpu = preflight.read_gpu()
+    sticky = state.get("auto") if state and not args.force and settings.profile == "auto" else None
+    planned = state.get("recipe") if state and args.resume and not args.force else None
+    choice = choose_profile(settings.profile, gpu, inputs, sticky, planned)
+    attention, attention_reason = preflight.attention_for(gpu)
+    on_cpu = not (gpu is not None and gpu.torch_cuda)
+    spec = _spec(inputs, choice, attention, on_cpu=on_cpu)
+    cfg = ac.render(choice.cfg, spec)
+    data_fp, base_fp = inputs.data_manifest.get("fingerprint"), base_model_identity(inputs.base_model)
+    fp = fingerprint(ac.fingerprint_view(cfg), data_fp, base_fp, settings.gpus)
+    resume_fp = fingerprint(resume.resume_view(cfg), data_fp, base_fp)
+    for line in choice.reasons:
+        say(line)
+    if not ac._attention_set(choice.cfg):
+        say(f"attention: {attention} ({attention_reason})")
+    for note in spec.notes:
+        say(f"note: {note}")
+    return _Plan(inputs, choice, gpu, attention, on_cpu, cfg, fp, resume_fp, state)
+
+
+def decide_start(args: argparse.Namespace, plan: _Plan) -> _Start | None:
+    """None when the run is up to date; else where to start, refusing anything that would mix two
+    trainings (other settings or data under the same run name)."""
+    run_dir = plan.inputs.run_dir
+    finished = read_manifest(run_dir)
+    start = _Start(finished)
+    if finished and finished.get("step") == "train":
+        if finished.get("fingerprint") == plan.fp and not args.force:
+            say(
+                f"train: up to date: {run_dir} already holds this training "
+                f"(step {finished.get('global_step')}); --force trains it again"
+            )
+            return None
+        start.extending = bool(args.resume and finished.get("resume_fingerprint") == plan.resume_fp)
+        if not args.force and not start.extending:
+            raise VoicetuneError(
+                f"{run_dir} holds a finished training with other settings or data: pass --force to "
+                f"replace it, --run NEW_NAME to keep both, or --resume to continue it when only "
+                f"--max-steps/--epochs/--gpus changed"
+            )
+    output_dir = run_dir / "output"
+    complete, start.incomplete = checkpoints(output_dir)
+    if args.force:
+        return start
+    if complete and args.resume:
+        if not _same_training(plan.state, plan.fp, plan.resume_fp):
+            raise VoicetuneError(
+                f"the settings or data changed since {run_dir.name} started: resuming would mix two "
+                f"trainings; pass --force to start over, or train into a new --run"
+            )
+        start.resume_from = complete[-1]
+        verb = "extending the finished run" if start.extending else "resuming"
+        say(f"train: {verb} from {start.resume_from.name}")
+    elif complete:
+        raise VoicetuneError(
+            f"{run_dir} holds checkpoints of an unfinished training (latest {complete[-1].name}): pass "
+            f"--resume to continue it, or --force to start over"
+        )
+    elif args.resume:
+        say(f"train: nothing to resume in {output_dir} (no complete checkpoint): starting from step 0")
+    if start.resume_from is not None:
+        # a checkpoint may come from another GPU count: re-lay it, and re-render for where it resumes
+        inputs, start.resume_from = _adapt_to_gpu_count(
+            plan.inputs, plan.state or finished or {}, start.resume_from
+        )
+        plan.inputs = inputs
+        spec = _spec(inputs, plan.choice, plan.attention, start.resume_from, on_cpu=plan.on_cpu)
+        plan.cfg = ac.render(plan.choice.cfg, spec)
+        if resume.is_portable(start.resume_from):
+            plan.cfg["plugins"] = [*(plan.cfg.get("plugins") or []), resume.PORTABLE_PLUGIN]
+    return start
+
+
+def render_and_check(args: argparse.Namespace, plan: _Plan, start: _Start) -> tuple[Path, list[str], Any]:
+    """Write the rendered Axolotl YAML and run preflight on it (Axolotl's own schema included)."""
+    inputs, run_dir, gpu = plan.inputs, plan.inputs.run_dir, plan.gpu
+    yaml_name = "axolotl.dry-run.yaml" if args.dry_run and start.finished else "axolotl.yaml"
+    yaml_path = run_dir / yaml_name
+    write_text_atomic(
+        yaml_path,
+        ac.dump_yaml(
+            plan.cfg,
+            [
+                f"Rendered by `voicetune train` from profile {plan.choice.name} for run {inputs.run_name}.",
+                "Edit the profile (or pass --set key=value), not this file: every run rewrites it.",
+            ],
+        ),
+    )
+    on_gpu = gpu is not None and gpu.torch_cuda
+    command = launch_command(yaml_path, inputs.settings.gpus, on_gpu)
+    ctx = preflight.Context(
+        yaml_path=yaml_path,
+        run_dir=run_dir,
+        data_dir=inputs.data_dir,
+        data_format=inputs.data_format,
+        base_model=inputs.base_model,
+        gpu=gpu,
+        gpus=inputs.settings.gpus,
+        dry_run=args.dry_run,
+    )
+    return yaml_path, command, preflight.run_preflight(plan.cfg, ctx)
+
+
+def prepare_run_folder(args: argparse.Namespace, plan: _Plan, start: _Start, command: list[str]) -> None:
+    """Clear what must go (--force, a cut-off checkpoint) and record the run's state for --resume."""
+    run_dir = plan.inputs.run_dir
+    if args.force:
+        _clear_run(run_dir)
+    if start.extending:
+        (run_dir / "manifest.json").unlink(missing_ok=True)  # no longer a finished training
+    for folder in start.incomplete:
+        say(f"train: removing {folder.name}: it was cut off while being written")
+        shutil.rmtree(folder, ignore_errors=True)
+    write_json_atomic(
+        run_dir / RUN_STATE,
+        {
+            "fingerprint": plan.fp,
+            "resume_fingerprint": plan.resume_fp,
+            "gpus": plan.inputs.settings.gpus,
+            "gradient_accumulation_steps": plan.cfg.get("gradient_accumulation_steps"),
+            "started": utc_now(),
+            "profile": plan.choice.name,
+            "auto": plan.choice.auto,
+            "recipe": plan.choice.recipe,
+            "command": command,
+            "resumed_from": str(start.resume_from) if start.resume_from else None,
+        },
+    )
+
+
+def launch(inputs: Inputs, yaml_path: Path, command: list[str], watcher: LogWatcher) -> int | None:
+    """Run Axolotl, streaming its log; None when interrupted (checkpoints kept for --resume)."""
+    run_dir = inputs.run_dir
+    env = dict(os.environ)
+    env.update(PYTHONUNBUFFERED="1", WANDB_DIR=str(run_dir))
+    # what `axolotl train` sets by default, and what the 8 GB runs were measured with: reserved
+    # memory stays near allocated instead of fragmenting (benchmarks/results/throughput-h200-8gb-*)
+    env.setdefault("PYTORCH_ALLOC_CONF", "expandable_segments:True")
+    header(f"axolotl train: {yaml_path} (log: {run_dir / 'train.log'})")
+    try:
+        code = stream(command, env, run_dir, run_dir / "train.log", watcher, run_dir)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: checkpoints so far are in {run_dir / 'output'}; continue with --resume",
+            file=sys.stderr,
+        )
+        return None
+    if code != 0:
+        raise VoicetuneError(
+            f"axolotl train failed (exit {code}): {_last_error(watcher)}; the full log is "
+            f"{run_dir / 'train.log'}"
+        )
+    return code
 
 
 # On a CPU, Axolotl's evaluation (it always evaluates once before the first step) over a whole val
