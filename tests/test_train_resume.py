@@ -99,7 +99,8 @@ def test_killed_training_resumes_to_the_same_step_then_extends(tmp_path: Path, b
     manifest = json.loads((home / "checkpoints" / "r" / "manifest.json").read_text())
     assert manifest["global_step"] == 8 and manifest["resumed_from"] == "checkpoint-6"
 
-    changed = _train(home, model, "--max-steps", "10", "--resume", "--lr", "0.001")
+    # a learning rate other than the recipe's (which lifts a 6-step run's to its cap, 1e-3) is refused
+    changed = _train(home, model, "--max-steps", "10", "--resume", "--lr", "0.0002")
     assert changed.returncode == 1 and "--force" in changed.stderr
 
 
