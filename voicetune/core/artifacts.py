@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from voicetune.core.errors import VoicetuneError
-from voicetune.core.manifest import MANIFEST_NAME, read_manifest, require_manifest
+from voicetune.core.manifest import MANIFEST_NAME, require_manifest
 from voicetune.core.paths import checkpoint_dir, merged_dir, processed_dir, project_root
 from voicetune.core.prompting import PromptFormat, prompt_format_from_settings
 
@@ -228,8 +228,3 @@ class ExportedModel:
                 exit_code=2,
             )
         return files[quant]
-
-
-def read_optional_manifest(folder: Path) -> dict[str, Any] | None:
-    """A folder's manifest when it has one (a model folder given by hand may not)."""
-    return read_manifest(folder)

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicetune import __version__
-from voicetune.core.artifacts import SCRIPTS, MergedModel, TrainedRun, read_optional_manifest
+from voicetune.core.artifacts import SCRIPTS, MergedModel, TrainedRun
 from voicetune.core.errors import MissingArtifactError, VoicetuneError
 from voicetune.core.manifest import (
     atomic_output_dir,
@@ -46,6 +46,7 @@ from voicetune.core.manifest import (
     fingerprint,
     hash_tree,
     is_up_to_date,
+    read_manifest,
     sha256_file,
     write_manifest,
 )
@@ -259,7 +260,7 @@ def _model_identity(spec: Any) -> dict[str, Any]:
     """Enough to know the weights changed, without hashing gigabytes on every run: the model's own
     manifest fingerprint when it has one, else config.json's hash and the weight files' sizes and times."""
     identity: dict[str, Any] = {"name": spec.name, "model_dir": str(spec.model_dir)}
-    manifest = read_optional_manifest(spec.model_dir)
+    manifest = read_manifest(spec.model_dir)
     if manifest and manifest.get("fingerprint"):
         identity["fingerprint"] = manifest["fingerprint"]
     else:
