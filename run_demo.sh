@@ -18,6 +18,7 @@ BASE_MODEL=""
 STEPS=""
 PROMPTS=""
 NEW_TOKENS=""
+STRENGTHS=""
 SKIP_SETUP=0
 
 usage() {
@@ -36,6 +37,8 @@ Options:
   --steps N            optimizer steps to train (default: the profile's)
   --prompts N          benchmark prompts (default: the benchmark's)
   --max-new-tokens N   tokens each model writes per benchmark prompt (default: the benchmark's)
+  --strengths S,S      LoRA scales the benchmark also tries the adapter at, e.g. 0.5,1.5 (default: the
+                       benchmark's: none on a CPU, where each costs a generation pass)
   --skip-setup         do not run setup/0..3 and 5 (the venv must exist)
   -h, --help           show this help
 
@@ -54,6 +57,7 @@ while [[ $# -gt 0 ]]; do
         --steps) STEPS="$2"; shift 2 ;;
         --prompts) PROMPTS="$2"; shift 2 ;;
         --max-new-tokens) NEW_TOKENS="$2"; shift 2 ;;
+        --strengths) STRENGTHS="$2"; shift 2 ;;
         --skip-setup) SKIP_SETUP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "error: unknown option '$1' (see ./run_demo.sh --help)" >&2; exit 2 ;;
@@ -160,6 +164,7 @@ train_args=(--profile "$PROFILE" --data "$NAME" --run "$RUN")
 bench_args=(--run "$RUN")
 [[ -n "$PROMPTS" ]] && bench_args+=(--prompts "$PROMPTS")
 [[ -n "$NEW_TOKENS" ]] && bench_args+=(--max-new-tokens "$NEW_TOKENS")
+[[ -n "$STRENGTHS" ]] && bench_args+=(--strengths "$STRENGTHS")
 curve_args=(--run "$RUN")  # the voice curve: every checkpoint scored on validation prompts
 [[ -n "$PROMPTS" ]] && curve_args+=(--prompts "$PROMPTS")
 [[ -n "$NEW_TOKENS" ]] && curve_args+=(--max-new-tokens "$NEW_TOKENS")

@@ -78,3 +78,25 @@ def test_too_little_text_is_a_clear_error() -> None:
         at.train_attributor(["just a few words here"], other_authors(), segment_size=60)
     with pytest.raises(VoicetuneError, match="may not be named"):
         at.train_attributor(list(train), {at.AUTHOR_LABEL: ["x"], "b": ["y"]}, segment_size=60)
+
+
+def test_a_bundled_writer_tried_as_the_person_is_taken_out_of_the_others(repo_root: Path) -> None:
+    """The unseen-author check runs the demo on one of the bundled other writers; its own books must
+    not sit on the floor of the voice scale. The real Saki corpus drops nobody; O. Henry as the
+    person drops O. Henry (from a third of his book, as a person's shorter corpus would be)."""
+    from voicetune.voice.attribution import drop_the_author, load_other_authors
+    from voicetune.voice.stylometry import load_author_texts
+
+    others = load_other_authors(repo_root / "data" / "demo" / "others")
+    saki = load_author_texts(repo_root / "data" / "demo" / "author")
+    kept, notes = drop_the_author(others, saki)
+    assert set(kept) == set(others) and notes == []
+
+    o_henry = others["o-henry"]
+    part = [text[: len(text) // 3] for text in o_henry]
+    kept, notes = drop_the_author(others, part)
+    assert "o-henry" not in kept and set(kept) == set(others) - {"o-henry"}
+    assert len(notes) == 1 and "'o-henry' left out" in notes[0]
+
+    with pytest.raises(VoicetuneError, match="at least 2 other writers"):
+        drop_the_author({"o-henry": o_henry, "oscar-wilde": others["oscar-wilde"]}, part)

@@ -44,6 +44,8 @@ def _run_demo(
         "4",
         "--max-new-tokens",
         "16",
+        "--strengths",
+        "1.5",
         *extra,
     ]
     result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=1500)
@@ -79,17 +81,25 @@ def test_demo_produces_every_artifact_with_a_manifest(demo_home: Path) -> None:
 
 def test_demo_chooses_the_checkpoint_by_voice_and_sweeps_the_strength(demo_home: Path) -> None:
     """Issue 20: the voice curve scores each saved checkpoint, the merge takes its choice and says why,
-    the benchmark sweeps the adapter's LoRA scale (one more on a CPU: x1.5)."""
+    the benchmark sweeps the adapter's LoRA scale when asked (--strengths 1.5; none by default on a
+    CPU) and the report shows the sweep."""
     curve = json.loads((demo_home / "checkpoints" / "demo" / "voice_curve.json").read_text())
     steps = [p["step"] for p in curve["points"]]
     assert len(steps) == 2 and steps[-1] == 3  # --steps 3: checkpoints at 2 and 3
     merged = json.loads((demo_home / "merged_models" / "demo" / "manifest.json").read_text())
-    assert merged["checkpoint"] == curve["best"]["checkpoint"] and merged["lora_scale"] == 1.0
+    assert merged["checkpoint"] == curve["best"]["checkpoint"]
+    assert curve["best"]["scale"] in (1.0, 1.5) and merged["lora_scale"] == curve["best"]["scale"]
+    assert curve["strength"]["why"] and set(curve["strength"]["perplexity"]) == {"base", "x1", "stronger"}
     stdout = (demo_home / "first_stdout.txt").read_text()
     assert f"merge: {curve['best']['checkpoint']}: chosen by the voice curve" in stdout
     assert "recipe: updates first:" in stdout
     results = json.loads((demo_home / "benchmarks" / "results" / "demo" / "results.json").read_text())
-    assert [p["scale"] for p in results["strength_sweep"]["points"]] == [1.0, 1.5]
+    merged_at = merged["lora_scale"]
+    assert [p["scale"] for p in results["strength_sweep"]["points"]] == sorted({1.5, merged_at})
+    report = (demo_home / "benchmarks" / "results" / "demo" / "report.md").read_text()
+    assert "## Style strength" in report and f"| x{merged_at:g} (" in report
+    assert "the fine-tuned model)" in report
+    assert "strength_sweep.png" in report
 
 
 def test_demo_prints_a_timing_table(demo_home: Path) -> None:

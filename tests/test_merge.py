@@ -424,6 +424,21 @@ def test_merge_takes_the_voice_curves_best_checkpoint_at_a_chosen_strength(
     assert _merge(home, monkeypatch, "--run", "curved", "--checkpoint", "9", "--dry-run") == 1
     assert "use --checkpoint best, last or one of 2, 4" in capsys.readouterr().err
 
+    # the strength the voice curve chose for its best checkpoint is the default; --scale overrides it
+    scale_why = "x1.5: a stronger voice at no loss of fluency against the base model (...)"
+    (run / "voice_curve.json").write_text(
+        json.dumps({"best": {"step": 2, "checkpoint": "checkpoint-2", "why": why, "scale": 1.5,
+                             "scale_why": scale_why}})
+    )  # fmt: skip
+    assert _merge(home, monkeypatch, "--run", "curved", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"merge: strength chosen by the voice curve: {scale_why}" in out and "style strength x1.5" in out
+    assert _merge(home, monkeypatch, "--run", "curved", "--scale", "1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "strength chosen by the voice curve" not in out and "style strength" not in out
+    assert _merge(home, monkeypatch, "--run", "curved", "--checkpoint", "last", "--dry-run") == 0
+    assert "style strength" not in capsys.readouterr().out  # the curve's strength goes with its checkpoint
+
 
 def test_without_a_voice_curve_best_merges_the_last_adapter_and_says_so(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -17,7 +17,8 @@ def test_no_code_enables_trust_remote_code() -> None:
         str(path.relative_to(REPO))
         for folder in ("voicetune", "benchmarks", "training", "setup", "configs")
         for path in (REPO / folder).rglob("*")
-        if path.is_file() and path.suffix in {".py", ".sh", ".yaml", ".yml"}
+        if path.is_file()
+        and path.suffix in {".py", ".sh", ".yaml", ".yml"}
         and enabled.search(path.read_text(encoding="utf-8", errors="replace"))
     ]
     assert offenders == []

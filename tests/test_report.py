@@ -23,10 +23,11 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 def test_every_report_file_is_written(written: tuple[Path, list[str]]) -> None:
     folder, names = written
-    expected = {"report.md", "report.html", "results.json", "samples.md", *report.PLOTS}
+    plots = set(report.PLOTS) - {report.PLOT_FILE_STRENGTH}  # no strength sweep in these results
+    expected = {"report.md", "report.html", "results.json", "samples.md", *plots}
     assert set(names) == expected
     assert {p.name for p in folder.iterdir()} == expected
-    for name in report.PLOTS:
+    for name in plots:
         data = (folder / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5_000, name
 
@@ -84,14 +85,14 @@ def test_markdown_states_the_verdicts_with_intervals_and_the_ceiling(written: tu
     assert cells[-3] == "yes"  # tuned beats base on the style distance
     assert "author (held-out)" in md and "ceiling" in md
     assert "Copying: copycat" in md and "more than the author's own new writing" in md
-    for name in report.PLOTS:
+    for name in set(report.PLOTS) - {report.PLOT_FILE_STRENGTH}:  # no sweep in these results
         assert f"]({name})" in md
 
 
 def test_html_embeds_the_plots_and_needs_no_javascript(written: tuple[Path, list[str]]) -> None:
     folder, _ = written
     page = (folder / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == len(report.PLOTS)
+    assert page.count('src="data:image/png;base64,') == len(report.PLOTS) - 1  # no strength sweep here
     assert "<script" not in page.lower()
     assert '<td class="yes">yes</td>' in page
     assert page.count('<table class="samples">') == 3 + len(known_answer_results()["samples"])
@@ -121,7 +122,7 @@ def test_report_page_in_a_real_browser(written: tuple[Path, list[str]]) -> None:
         images = page.evaluate(
             "Array.from(document.images).map(i => ({ok: i.complete, w: i.naturalWidth, alt: i.alt}))"
         )
-        assert len(images) == len(report.PLOTS)
+        assert len(images) == len(report.PLOTS) - 1  # no strength sweep here
         assert all(img["ok"] and img["w"] > 0 for img in images), images
         headline = page.locator("#headline")
         assert headline.is_visible()
@@ -139,3 +140,39 @@ def test_formatting_helpers() -> None:
     assert report.fmt_estimate({"value": 12.345, "ci_low": None, "ci_high": None}) == "12.35"
     assert report.fmt_estimate(None) == "n/a"
     assert report.md_table(["a|b"], [["x\ny"]]) == "| a\\|b |\n|---|\n| x y |"
+
+
+def test_style_strength_section_shows_the_sweep_or_how_to_ask(
+    written: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """Issue 20's dial in the report: without a sweep, one line on how to run it; with one, a row a
+    scale (the adapter as trained marked) and the plot, embedded in the HTML page."""
+    folder, _ = written
+    assert "## Style strength" not in (folder / "report.md").read_text()  # three models, no sweep
+    line = report.strength_intro({"strength_sweep": None})
+    assert "Not swept on this run" in line and "--strengths 0.5,1.5" in line
+
+    results = known_answer_results()
+    results["strength_sweep"] = {
+        "fine_tuned_scale": 1.0,
+        "author_voice_score": 1.02,
+        "points": [
+            {
+                "scale": s,
+                "voice_score": {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1, "n": 32},
+                "perplexity": ppl,
+                "copying": {"ngram_share": 0.001 * s},
+            }
+            for s, v, ppl in ((1.0, 0.61, 30.5), (1.5, 0.83, 33.25))
+        ],
+    }
+    names = report.write_report(tmp_path, results)
+    assert report.PLOT_FILE_STRENGTH in names
+    md = (tmp_path / "report.md").read_text()
+    assert "| x1 (as trained, the fine-tuned model) | 0.61 [0.51, 0.71] | 30.50 | 0.10% |" in md
+    assert "| x1.5 | 0.83 [0.73, 0.93] | 33.25 | 0.15% |" in md
+    assert "your held-out writing scores 1.02" in md and "Not swept" not in md
+    assert f"]({report.PLOT_FILE_STRENGTH})" in md
+    assert md.count(report.PLOT_FILE_STRENGTH) == 1  # in its section, not again under Plots
+    page = (tmp_path / "report.html").read_text()
+    assert '<figure id="strength">' in page and "<h2>Style strength</h2>" in page

@@ -557,8 +557,14 @@ def test_loading_peak_counts_the_embeddings_fp32_casts() -> None:
     # the H200 (benchmarks/results/throughput-h200-default-8seqs.json): 8.25 GiB for Axolotl's
     # defaults and for plain PEFT (prepare_model_for_kbit_training), 5.63 GiB with
     # embeddings_skip_upcast; a 7.6 GiB cap failed loading with "1.96 GiB asked, 6.29 GiB allocated".
-    eight_gb = {**_QLORA_8B, **_LIGER, **_BF16_ADAPTERS, **_OFFLOAD, "micro_batch_size": 2,
-                "gradient_accumulation_steps": 4}  # the 8gb profile, its fused evaluation loss too
+    eight_gb = {
+        **_QLORA_8B,
+        **_LIGER,
+        **_BF16_ADAPTERS,
+        **_OFFLOAD,
+        "micro_batch_size": 2,
+        "gradient_accumulation_steps": 4,
+    }  # the 8gb profile, its fused evaluation loss too
     eight_gb["plugins"] = [*_LIGER["plugins"], "voicetune.train.fused_eval_loss.FusedEvalLossPlugin"]
     casting = vram.estimate(LLAMA_8B, vram.plan_from_axolotl(eight_gb))
     skipping = vram.estimate(LLAMA_8B, vram.plan_from_axolotl({**eight_gb, "embeddings_skip_upcast": True}))

@@ -21,14 +21,29 @@ def _point(step: int, value: float | None, copying: float = 0.0, loss: float | N
     return Point(step, f"checkpoint-{step}" if step else None, voice, copying, 3, loss)
 
 
-def test_the_best_checkpoint_is_the_most_author_like_that_copies_no_more_than_the_author() -> None:
-    points = [_point(0, 0.9), _point(100, 0.4), _point(200, 0.8, copying=0.05), _point(300, 0.6)]
+def test_the_best_checkpoint_is_the_lowest_eval_loss_unless_another_sounds_clearly_more_like_the_author() -> (
+    None
+):
+    """Among checkpoints copying no more than the author: the lowest eval loss; a checkpoint with a
+    higher voice score replaces it only when the paired difference's interval is above 0."""
+    points = [
+        _point(0, 0.9),  # the base model never counts
+        _point(100, 0.4, loss=2.6),
+        _point(200, 0.75, copying=0.05, loss=2.55),  # copies more than the author
+        _point(300, 0.6, loss=2.5),
+    ]
     best, why = choose_best(points, author_copying=0.01)
-    assert best.step == 300  # 200 scores higher but copies more than the author; the base never counts
-    assert why.startswith("the highest voice score, 0.60 [0.50, 0.70], of 3 checkpoints")
+    assert best.step == 300 and why.startswith("the lowest eval loss 2.500, voice 0.60 [0.50, 0.70]")
     assert "1 checkpoint(s) left out for copying more than the author" in why
-    best, _ = choose_best(points, author_copying=0.10)
-    assert best.step == 200
+
+    # 200 may now compete: not clearly higher by its interval alone, then clearly by a paired difference
+    best, why = choose_best(points, author_copying=0.10)
+    assert best.step == 300 and "no checkpoint's voice score is clearly higher at 16 prompts" in why
+    gap = {"value": 0.35, "ci_low": 0.05, "ci_high": 0.6, "n": 16}
+    best, why = choose_best(points, author_copying=0.10, paired=lambda a, b: gap)
+    assert best.step == 200 and "clearly higher voice score than the lowest-eval-loss checkpoint" in why
+    best, _ = choose_best(points, author_copying=0.10, paired=lambda a, b: {**gap, "ci_low": -0.01})
+    assert best.step == 300
 
 
 def test_when_every_checkpoint_copies_the_least_copying_one_is_taken() -> None:
@@ -40,7 +55,7 @@ def test_a_score_that_could_not_be_computed_never_wins_and_no_checkpoint_is_an_e
     best, _ = choose_best([_point(1, None), _point(2, 0.3)], author_copying=0.0)
     assert best.step == 2
     best, why = choose_best([_point(1, None, loss=2.7), _point(2, None, loss=2.6)], author_copying=0.0)
-    assert best.step == 2 and why.startswith("no voice score at this length") and "(2.600)" in why
+    assert best.step == 2 and why.startswith("the lowest eval loss 2.600, voice n/a")
     with pytest.raises(VoicetuneError, match="no saved checkpoint"):
         choose_best([_point(0, 0.5)], author_copying=0.0)
 
@@ -88,3 +103,23 @@ def test_the_curve_and_the_sweep_are_plotted(tmp_path: Path) -> None:
         "strength_sweep.png"
     ]
     assert plot_sweep(None, tmp_path) == []
+
+
+def test_the_stronger_strength_is_kept_unless_clearly_worse_less_fluent_than_base_or_copying() -> None:
+    """choose_strength: x1.5 of the best checkpoint unless one of three checks fails (module
+    docstring of voicetune.voice.checkpoint_choice); each failure says which in its reason."""
+    from voicetune.voice.checkpoint_choice import choose_strength
+
+    gain = {"value": -0.08, "ci_low": -0.61, "ci_high": 0.40, "n": 16}  # noisy: not clearly lower
+    fluent = {"base": 44.16, "x1": 39.11, "stronger": 40.26}
+    scale, why = choose_strength(gain, fluent, copying=0.0, author_copying=0.0)
+    assert scale == 1.5 and why.startswith("x1.5: the learnt direction taken further") and "base 44.16" in why
+
+    scale, why = choose_strength({**gain, "ci_high": -0.02}, fluent, 0.0, 0.0)
+    assert scale == 1.0 and "scored clearly lower" in why
+    scale, why = choose_strength(gain, {**fluent, "stronger": 44.2}, 0.0, 0.0)
+    assert scale == 1.0 and "worse than the base model" in why
+    scale, why = choose_strength(gain, {**fluent, "stronger": float("nan")}, 0.0, 0.0)
+    assert scale == 1.0  # a perplexity that could not be computed never passes
+    scale, why = choose_strength(gain, fluent, copying=0.02, author_copying=0.01)
+    assert scale == 1.0 and "copies more" in why

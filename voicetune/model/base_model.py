@@ -108,9 +108,7 @@ def ensure_base_model(out_dir: Path | None = None, gguf_path: Path | None = None
         say(f"base model: converting {gguf_path.name} -> {out_dir} (once; about a minute on CPU)")
         with atomic_output_dir(out_dir) as tmp:
             details = convert_gguf(gguf_path, tmp)
-            outputs = {
-                p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()
-            }
+            outputs = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             write_manifest(
                 tmp,
                 build_manifest(

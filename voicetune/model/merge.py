@@ -90,7 +90,8 @@ class MergeSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     allow_pickle: bool = False
     checkpoint: str = Field(default="best", pattern=r"^(best|last|[0-9]+)$")  # best | last | N
-    scale: float = Field(default=1.0, ge=0.0, le=4.0)  # LoRA scale folded in (style strength)
+    # LoRA scale folded in (style strength); None: the voice curve's choice with --checkpoint best, else 1
+    scale: float | None = Field(default=None, ge=0.0, le=4.0)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class MergeInputs:
     training: dict[str, Any] = field(default_factory=dict)
     adapter_label: str = "last"  # which adapter of the run: last, or checkpoint-N
     adapter_why: str = "the adapter the training ended with"
+    curve_scale: float | None = None  # the strength the voice curve chose for its best checkpoint
+    curve_scale_why: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--scale",
         type=float,
         default=None,
-        help="style strength: the LoRA scale folded in (1.0 = as trained, 0.5 weaker, 1.5 stronger)",
+        help="style strength: the LoRA scale folded in (1.0 = as trained, 0.5 weaker, 1.5 stronger; "
+        "default: the voice curve's choice for --checkpoint best, else 1.0)",
     )
     parser.add_argument("--base", type=Path, default=None, help="base model folder (default: from the run)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: merged_models/<run>)")
@@ -196,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
     inputs = resolve_inputs(args.run, args.run_dir, args.base)
     inputs = choose_adapter(inputs, settings.checkpoint)
     say(f"merge: {inputs.adapter_label}: {inputs.adapter_why}")
+    if settings.scale is None:
+        settings = settings.model_copy(update={"scale": inputs.curve_scale or 1.0})
+        if inputs.curve_scale and inputs.curve_scale != 1.0:
+            say(f"merge: strength chosen by the voice curve: {inputs.curve_scale_why}")
     if settings.scale != 1.0:
         say(f"merge: style strength x{settings.scale:g}: the adapter's update is scaled, then folded in")
     out_dir = (args.out or merged_dir(inputs.run)).resolve()
@@ -280,6 +288,10 @@ def choose_adapter(inputs: MergeInputs, which: str) -> MergeInputs:
             )
         folder = output / str(best["checkpoint"])
         why = f"chosen by the voice curve ({VOICE_CURVE_FILE}): {best.get('why', 'the best voice score')}"
+        if isinstance(best.get("scale"), int | float) and (folder / ADAPTER_CONFIG).is_file():
+            inputs = replace(
+                inputs, curve_scale=float(best["scale"]), curve_scale_why=str(best.get("scale_why", ""))
+            )
     else:
         folder = output / f"checkpoint-{int(which)}"
         why = "asked for with --checkpoint"
@@ -624,6 +636,8 @@ def merge_fingerprint(
 
 def merge_adapter(inputs: MergeInputs, settings: MergeSettings, out_dir: Path, force: bool = False) -> Path:
     """Check, merge, verify and write `out_dir` (skipped when up to date). Returns out_dir."""
+    if settings.scale is None:  # not chosen by the caller: the adapter as trained
+        settings = settings.model_copy(update={"scale": 1.0})
     started = time.monotonic()
     remove_stale_temporaries(out_dir.parent)
     adapter = validate_adapter_dir(inputs.adapter_dir, settings.allow_pickle)

@@ -320,7 +320,7 @@ def hardware_problems(cfg: dict[str, Any], gpu: GpuInfo | None, gpus: int) -> li
         if fp16_adapters_fail(cfg, gpu):
             problems.append(
                 f"{gpu.name} has no bf16, so training runs in fp16, and LoRA weights kept in fp16 fail "
-                f"under fp16's gradient scaler (\"Attempting to unscale FP16 gradients\"): set "
+                f'under fp16\'s gradient scaler ("Attempting to unscale FP16 gradients"): set '
                 f"peft_autocast_adapter_dtype: true (--set peft_autocast_adapter_dtype=true)"
             )
     return problems
@@ -441,9 +441,7 @@ def empty_unknown_keys(cfg: dict[str, Any], known: set[str]) -> list[str]:
     empty = [key for key, value in cfg.items() if value is None and key not in known]
     if not empty:
         return []
-    return [
-        f"{len(empty)} key(s) Axolotl 0.19 does not know, left empty, are ignored: {', '.join(empty)}"
-    ]
+    return [f"{len(empty)} key(s) Axolotl 0.19 does not know, left empty, are ignored: {', '.join(empty)}"]
 
 
 def _pydantic_line(err: dict[str, Any]) -> str:
@@ -654,17 +652,25 @@ def check_vram(
         f"{cfg.get('sequence_len')})"
     )
     if est.minimum > gpu.free_bytes:
-        return est, [
-            f"estimated {est.minimum / GIB:.1f} GiB of GPU memory needed at least (peak "
-            f"{est.highest_peak / GIB:.1f} GiB + CUDA context) but {gpu.name} has "
-            f"{free:.1f} GiB free: use --profile auto, or {lower}"
-        ], []
+        return (
+            est,
+            [
+                f"estimated {est.minimum / GIB:.1f} GiB of GPU memory needed at least (peak "
+                f"{est.highest_peak / GIB:.1f} GiB + CUDA context) but {gpu.name} has "
+                f"{free:.1f} GiB free: use --profile auto, or {lower}"
+            ],
+            [],
+        )
     if est.required > gpu.free_bytes:
-        return est, [], [
-            f"tight: estimated {est.minimum / GIB:.1f} GiB needed at least, {est.required / GIB:.1f} GiB "
-            f"with the allocator's slack, and {gpu.name} has {free:.1f} GiB free: it may run out of "
-            f"memory; close other GPU programs or {lower}"
-        ]
+        return (
+            est,
+            [],
+            [
+                f"tight: estimated {est.minimum / GIB:.1f} GiB needed at least, {est.required / GIB:.1f} GiB "
+                f"with the allocator's slack, and {gpu.name} has {free:.1f} GiB free: it may run out of "
+                f"memory; close other GPU programs or {lower}"
+            ],
+        )
     return est, [], []
 
 

@@ -63,6 +63,47 @@ def load_other_authors(root: Path) -> dict[str, list[str]]:
     return others
 
 
+SAME_WRITER_SHARE = 0.2  # an "other" author whose text is this much the person's own is the person
+_SHINGLE = 10  # words: two writers share a 10-word run only by quotation
+
+
+def _shingles(texts: Sequence[str], stride: int) -> set[int]:
+    out: set[int] = set()
+    for text in texts:
+        tokens = words(text)
+        last = len(tokens) - _SHINGLE + 1
+        out.update(hash(tuple(tokens[i : i + _SHINGLE])) for i in range(0, last, stride))
+    return out
+
+
+def drop_the_author(
+    others: Mapping[str, list[str]], author_texts: Sequence[str]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """(others without the person, notes). An other author whose text is largely the person's own
+    (>= SAME_WRITER_SHARE of its 10-word runs appear in the person's texts: a bundled writer tried as
+    the person, or the person's own files left among the others) would put the person's voice on the
+    floor of the scale; it is left out, with a note. Needs at least 2 others left."""
+    own = _shingles(author_texts, 1)
+    kept: dict[str, list[str]] = {}
+    notes: list[str] = []
+    for name, texts in others.items():
+        theirs = _shingles(texts, _SHINGLE)
+        share = len(theirs & own) / len(theirs) if theirs else 0.0
+        if share >= SAME_WRITER_SHARE:
+            notes.append(
+                f"other author '{name}' left out: {share:.0%} of its text is in your own texts (the same "
+                "writer), so it cannot stand for other writers"
+            )
+        else:
+            kept[name] = list(texts)
+    if len(kept) < 2:
+        raise VoicetuneError(
+            f"only {len(kept)} other author(s) left once your own writing is taken out of them "
+            f"({'; '.join(notes)}): give --others DIR with at least 2 other writers"
+        )
+    return kept, notes
+
+
 class FunctionWordFrequencies(BaseEstimator, TransformerMixin):
     """scikit-learn transformer: texts -> square roots of the function words' relative frequencies,
     each row scaled to unit length (the Hellinger embedding of the function-word profile)."""

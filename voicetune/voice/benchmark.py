@@ -278,6 +278,17 @@ def _model_identity(spec: Any) -> dict[str, Any]:
     return identity
 
 
+def _style_strength(spec: Any) -> float | None:
+    """The LoRA scale a merged model was folded in at (its merge manifest), 1.0 for base + adapter,
+    None for a plain model."""
+    from voicetune.core.artifacts import MergedModel
+
+    if spec.adapter_dir is not None:
+        return 1.0
+    merged = MergedModel.find(Path(spec.model_dir))
+    return float(merged.manifest.get("lora_scale", 1.0)) if merged is not None else None
+
+
 # ------------------------------------------------------------------------------------ prompts
 
 
@@ -439,7 +450,7 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     from voicetune.model.generate import prompt_format
     from voicetune.model.loading import pick_device
     from voicetune.voice import perplexity as lm_eval
-    from voicetune.voice.attribution import load_other_authors
+    from voicetune.voice.attribution import drop_the_author, load_other_authors
 
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -461,7 +472,10 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     t = time.monotonic()
     train_texts = _load_texts(plan.train_dir, plan.raw_author_texts)
     test_texts = _load_texts(plan.test_dir, plan.raw_author_texts)
-    others = load_other_authors(plan.others_dir)
+    others, dropped = drop_the_author(load_other_authors(plan.others_dir), train_texts + test_texts)
+    for note in dropped:
+        say(f"note: {note}")
+        plan.notes.append(note)
     say(
         f"author: {len(train_texts)} training texts ({sum(len(x.split()) for x in train_texts):,} words), "
         f"{len(test_texts)} held-out ({sum(len(x.split()) for x in test_texts):,} words); "
@@ -515,10 +529,11 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
     from voicetune.voice import strength
 
     sweep = None
-    if len(plan.models) == 2:
+    scales = strength.default_scales(device) if cfg.strengths is None else tuple(cfg.strengths)
+    if len(plan.models) == 2 and scales:
         tuned = plan.models[1]
         sweep = strength.sweep(
-            cfg, tuned, cfg.strengths or strength.default_scales(device), items, fmt, test_texts, train_texts,
+            cfg, tuned, scales, items, fmt, test_texts, train_texts,
             others, calibration_texts, (generations[tuned.name], windows[tuned.name]),
         )  # fmt: skip
         t = lap("strength_sweep", t)
@@ -534,6 +549,7 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
             "model_dir": str(spec.model_dir),
             "adapter_dir": str(spec.adapter_dir) if spec.adapter_dir else None,
             "prompt_format": prompt_modes[spec.name],
+            "style_strength": _style_strength(spec),
             "perplexity_blocks": len(windows[spec.name].nll),
             "perplexity_tokens": int(windows[spec.name].tokens.sum()),
         }
@@ -819,11 +835,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--ppl-max-tokens", type=int, help="held-out tokens scored (default: 2048 CPU, 32768 GPU)"
     )
     knobs.add_argument("--bootstrap", type=int, help="bootstrap replicates (default 2000)")
+    knobs.add_argument(
+        "--strengths",
+        type=_scales,
+        metavar="S,S,...",
+        help="style strength: LoRA scales of the fine-tuned adapter to sweep besides its own, e.g. 0.5,1.5 "
+        "('none': no sweep; default: none on CPU, where each costs a generation pass, 0.5,1.5,2 on GPU)",
+    )
+
+
+def _scales(value: str) -> list[float]:
+    if value.strip().lower() in ("none", "0", ""):
+        return []
+    try:
+        scales = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}': give scales like 0.5,1.5 (or none)") from None
+    if any(not 0 < x <= 4 for x in scales):
+        raise argparse.ArgumentTypeError(f"'{value}': each scale must be in (0, 4]")
+    return scales
 
 
 _FLAG_KEYS = (
     "prompts", "prompt_tokens", "max_new_tokens", "seed", "batch_size", "device", "threads", "temperature",
-    "top_p", "repetition_penalty", "prompt_format", "ppl_max_tokens", "bootstrap",
+    "top_p", "repetition_penalty", "prompt_format", "ppl_max_tokens", "bootstrap", "strengths",
 )  # fmt: skip
 
 
@@ -857,14 +892,12 @@ def run(args: argparse.Namespace) -> int:
         say(f"note: {note}")
     with exclusive_lock(plan.out_dir, "writing"):
         results = run_benchmark(plan, settings)
-        from voicetune.voice import strength
         from voicetune.voice.blind_test import keep_answers
         from voicetune.voice.report import write_report
 
         with atomic_output_dir(plan.out_dir) as tmp:
             keep_answers(plan.out_dir, tmp)  # the person's blind-test answers outlive a re-run
             written = write_report(tmp, results)
-            written += strength.plot_sweep(results.get("strength_sweep"), tmp)
             write_manifest(
                 tmp,
                 build_manifest(

@@ -11,10 +11,22 @@ short prompts from the validation split (never the test split the benchmark uses
 - a copying check: the share of its 8-grams found in the training text, against the same share in
   the author's own new writing (the validation text that follows each prompt).
 
-The best checkpoint (`choose_best`) is the highest voice score among those that copy no more than the
-author's own new writing does; if every one copies more, the one that copies least. Written to
-`checkpoints/<run>/voice_curve.json` and `voice_curve.png`; `voicetune merge --checkpoint best` (the
-default of training/3_merge_adapter.sh) merges it and says which and why.
+The best checkpoint (`choose_best`), among those that copy no more than the author's own new writing
+(if every one copies more, the one that copies least): the lowest eval loss, unless another
+checkpoint's voice score is clearly higher (paired difference on the same prompts, its interval above
+0). A quick score on 16 prompts is too noisy to rank checkpoints by its value alone.
+
+Then its strength (`choose_strength`): the best checkpoint's adapter is also tried at LoRA scale
+STRONGER (1.5) on the same prompts. A short run learns the direction of a voice before its size: in
+every sweep committed here x1.5 scored above x1 on the test prompts (benchmarks/results/demo-cpu at
+2026-12-02, gpu-h200-voice, recipe-trials). So x1.5 is kept unless, on the validation prompts, it
+(1) scores clearly lower (paired interval below 0), (2) reads the author's validation text worse
+than the base model (perplexity: never less fluent on the author than where training started; a
+long GPU run's x1.5 fails this) or (3) copies more than the author's own new writing.
+
+Written to `checkpoints/<run>/voice_curve.json` and `voice_curve.png`; `voicetune
+merge --checkpoint best` (the default of training/3_merge_adapter.sh) merges that checkpoint at that
+strength (unless --scale says otherwise) and says which and why.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +45,9 @@ from voicetune.core.progress import header, say
 
 CURVE_FILE = "voice_curve.json"
 PLOT_FILE = "voice_curve.png"
-CURVE_VERSION = 1
+CURVE_VERSION = 2
+STRONGER = 1.5  # the one other strength the curve tries (each costs a generation pass)
+PPL_MAX_TOKENS = 2048  # validation tokens scored for the strength's fluency guard
 NOVELTY_N = 8
 CALIBRATION_PIECES = 200  # per side: the author's spare validation text, the other authors' held-out text
 OTHERS_HOLDOUT = 0.3  # share of each other author kept away from the scale's lines (as the benchmark)
@@ -65,9 +79,17 @@ class Point:
         }
 
 
-def choose_best(points: Sequence[Point], author_copying: float) -> tuple[Point, str]:
-    """(the checkpoint to merge, why): the highest voice score among the checkpoints (step > 0) that
-    copy no more than the author's own new writing; if none, the one that copies least."""
+def choose_best(
+    points: Sequence[Point],
+    author_copying: float,
+    paired: Callable[[Point, Point], Mapping[str, Any]] | None = None,
+) -> tuple[Point, str]:
+    """(the checkpoint to merge, why). Among the checkpoints (step > 0) that copy no more than the
+    author's own new writing (if none, the one that copies least): the one with the lowest eval loss
+    (a precise number), unless another one's voice score is *clearly* higher: paired(a, b), the
+    voice-score difference a - b on the same prompts, has its 95% interval above 0 (without `paired`,
+    a's interval lies above b's). A quick score on a few prompts is too noisy to rank checkpoints
+    by its value alone: on the CPU demo it ranked checkpoint 80 above 160 one run and below it the next."""
     trained = [p for p in points if p.step > 0]
     if not trained:
         raise VoicetuneError("the run has no saved checkpoint to choose from: train it again")
@@ -78,23 +100,66 @@ def choose_best(points: Sequence[Point], author_copying: float) -> tuple[Point, 
             f"every checkpoint copies more of the training text than the author's own new writing "
             f"({author_copying:.1%} of 8-grams): step {best.step} copies least ({best.copying:.1%})"
         )
-    if all(_value(p) == -math.inf for p in allowed):
-        best = min(allowed, key=lambda p: (p.eval_loss if p.eval_loss is not None else math.inf, -p.step))
-        loss = f" ({best.eval_loss:.3f})" if best.eval_loss is not None else ""
-        return best, (
-            "no voice score at this length and number of prompts (no measure told the author from the "
-            f"others): the lowest eval loss{loss}, copying {best.copying:.1%} of 8-grams"
-        )
-    best = max(allowed, key=lambda p: (_value(p), -p.step))
-    loss = f", eval loss {best.eval_loss:.3f}" if best.eval_loss is not None else ""
-    why = (
-        f"the highest voice score, {_fmt(best.voice)}, of "
-        f"{len(trained)} checkpoints, copying {best.copying:.1%} of 8-grams (the author's own new "
-        f"writing: {author_copying:.1%}){loss}"
+    anchor = min(allowed, key=lambda p: (p.eval_loss if p.eval_loss is not None else math.inf, -p.step))
+    loss = f"eval loss {anchor.eval_loss:.3f}" if anchor.eval_loss is not None else "the last step"
+    left_out = (
+        f"; {len(trained) - len(allowed)} checkpoint(s) left out for copying more than the author"
+        if len(allowed) < len(trained)
+        else ""
     )
-    if len(allowed) < len(trained):
-        why += f"; {len(trained) - len(allowed)} checkpoint(s) left out for copying more than the author"
-    return best, why
+    copying = f"copying {anchor.copying:.1%} of 8-grams (the author's own new writing: {author_copying:.1%})"
+    rivals = [p for p in allowed if p is not anchor and _value(p) > -math.inf]
+    if rivals:
+        rival = max(rivals, key=lambda p: (_value(p), p.step))
+        if paired is not None:
+            gap = paired(rival, anchor)
+            clearly = isinstance(gap.get("ci_low"), int | float) and gap["ci_low"] > 0
+        else:
+            gap = {}
+            low, high = rival.voice.get("ci_low"), anchor.voice.get("ci_high")
+            clearly = isinstance(low, int | float) and isinstance(high, int | float) and low > high
+        if clearly:
+            return rival, (
+                f"a clearly higher voice score than the lowest-eval-loss checkpoint (step {anchor.step}): "
+                f"{_fmt(rival.voice)}" + (f", difference {_fmt(gap)}" if gap else "")
+                + f", copying {rival.copying:.1%}{left_out}"
+            )  # fmt: skip
+        versus = f" (step {rival.step}: {_fmt(rival.voice)}" + (f", difference {_fmt(gap)})" if gap else ")")
+        return anchor, (
+            f"the lowest {loss}, voice {_fmt(anchor.voice)}; no checkpoint's voice score is clearly "
+            f"higher at {anchor.voice.get('n', '?')} prompts{versus}, {copying}{left_out}"
+        )
+    return anchor, f"the lowest {loss}, voice {_fmt(anchor.voice)}, {copying}{left_out}"
+
+
+def choose_strength(
+    gain: Mapping[str, Any],
+    perplexity: Mapping[str, float],
+    copying: float,
+    author_copying: float,
+    scale: float = STRONGER,
+) -> tuple[float, str]:
+    """(the LoRA scale to merge the best checkpoint at, why): x`scale` unless the validation prompts
+    show it clearly scoring lower (gain: the paired difference x`scale` - x1, its interval below 0), or
+    it reads the author's validation text worse than the base model (perplexity: "base", "x1",
+    "stronger"), or it copies more of the training text than the author's own new writing."""
+    ppl_base, ppl_one, ppl_strong = perplexity["base"], perplexity["x1"], perplexity["stronger"]
+    facts = (
+        f"x{scale:g} - x1 on the validation prompts {_fmt(gain)}; validation perplexity base "
+        f"{ppl_base:.2f}, x1 {ppl_one:.2f}, x{scale:g} {ppl_strong:.2f}; copying {copying:.1%} "
+        f"(the author: {author_copying:.1%})"
+    )
+    high = gain.get("ci_high")
+    if isinstance(high, int | float) and math.isfinite(high) and high < 0:
+        return 1.0, f"as trained: x{scale:g} scored clearly lower ({facts})"
+    if not ppl_strong <= ppl_base:
+        return 1.0, f"as trained: x{scale:g} reads the author's text worse than the base model ({facts})"
+    if copying > author_copying:
+        return 1.0, f"as trained: x{scale:g} copies more of the training text than the author ({facts})"
+    return scale, (
+        f"x{scale:g}: the learnt direction taken further, as it still reads the author's text better than "
+        f"the base model and scores no lower ({facts})"
+    )
 
 
 def eval_losses(trainer_state: Mapping[str, Any] | None) -> dict[int, float]:
@@ -173,7 +238,7 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     from voicetune.model.loading import load_for_inference, pick_device
     from voicetune.voice import perplexity as lm
     from voicetune.voice import voice_score as vs
-    from voicetune.voice.attribution import load_other_authors
+    from voicetune.voice.attribution import drop_the_author, load_other_authors
     from voicetune.voice.benchmark import (
         held_out_windows,
         other_author_pieces,
@@ -235,7 +300,12 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     header(f"voice curve: {len(checkpoints)} checkpoints of {run_name} on {device}")
     train_texts = load_author_texts(data.texts_dir("train"))
     val_texts = load_author_texts(data.texts_dir("val"))
-    others_reference, others_held_out = split_other_authors(load_other_authors(others_dir), OTHERS_HOLDOUT)
+    others, dropped = drop_the_author(
+        load_other_authors(others_dir), train_texts + val_texts + load_author_texts(data.texts_dir("test"))
+    )
+    for note in dropped:
+        say(f"voice curve: note: {note}")
+    others_reference, others_held_out = split_other_authors(others, OTHERS_HOLDOUT)
     model, tokenizer = load_for_inference(base, None, device)
     windows = held_out_windows(
         val_texts,
@@ -287,6 +357,7 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text(encoding="utf-8"))
     losses = eval_losses(state)
     points: list[Point] = []
+    generated: dict[str, list[str]] = {}
     if device == "cuda":  # the base model's point, for the plot; on a CPU it costs a minute, skipped
         texts = continuations(model, "base")
         share, longest = copying(texts)
@@ -299,6 +370,7 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         texts = continuations(model, folder.name)
         del model
         lm.release_memory()
+        generated[folder.name] = texts
         share, longest = copying(texts)
         point = Point(step, folder.name, estimate(texts), share, longest, losses.get(step))
         points.append(point)
@@ -307,7 +379,20 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
             + (f"{point.eval_loss:.3f}" if point.eval_loss is not None else "n/a")
         )
     author_share, author_longest = copying(references)
-    best, why = choose_best(points, author_share)
+    texts_of = {p.step: generated[p.checkpoint] for p in points if p.checkpoint in generated}
+    best, why = choose_best(
+        points,
+        author_share,
+        lambda a, b: dict(
+            vs.score_difference(scale, texts_of[a.step], texts_of[b.step], seed=args.seed).to_dict()
+        ),
+    )
+    best_folder = next(p for p in checkpoints if p.name == best.checkpoint)
+    strength = _try_stronger(
+        base, best_folder, generated[best_folder.name], device, tokenizer, val_texts, continuations, copying,
+        author_share,
+        lambda a, b: dict(vs.score_difference(scale, list(a), list(b), seed=args.seed).to_dict()),
+    )  # fmt: skip
     curve = {
         "schema_version": CURVE_VERSION,
         "fingerprint": key,
@@ -316,14 +401,24 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": str(data.folder),
         "prompts_from": "validation split (texts/val), never the test split",
         "settings": settings,
-        "rule": "highest voice score among checkpoints copying no more 8-grams of the training text than "
-        "the author's own new writing; else the one copying least",
+        "rule": "among checkpoints copying no more 8-grams of the training text than the author's own new "
+        "writing (else the one copying least): the lowest eval loss, unless another's voice score is "
+        f"clearly higher (paired interval above 0). Then x{STRONGER:g} of that checkpoint unless it "
+        "scores clearly lower (paired), reads the validation text worse than the base model, or copies "
+        "more than the author",
         "author": {
             "voice_score": estimate(references),
             "copying": {"ngram_share": author_share, "n": NOVELTY_N, "longest_span_words": author_longest},
         },
         "points": [p.as_json() for p in points],
-        "best": {"step": best.step, "checkpoint": best.checkpoint, "why": why},
+        "best": {
+            "step": best.step,
+            "checkpoint": best.checkpoint,
+            "why": why,
+            "scale": strength["scale"],
+            "scale_why": strength["why"],
+        },
+        "strength": strength,
         "voice_scale": {
             "measures_kept": [m.key for m in scale.measures if m.passed],
             "words_per_piece": words,
@@ -334,6 +429,54 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     plot_curve(curve, trained.folder / PLOT_FILE)
     say(f"voice curve: wrote {trained.folder / CURVE_FILE} and {PLOT_FILE}")
     return curve
+
+
+def _try_stronger(
+    base: Path,
+    best_folder: Path,
+    best_texts: Sequence[str],
+    device: str,
+    tokenizer: Any,
+    val_texts: Sequence[str],
+    continuations: Any,
+    copying: Any,
+    author_copying: float,
+    paired_gain: Any,
+) -> dict[str, Any]:
+    """The best checkpoint at x STRONGER against x1 (module docstring): one more generation pass and
+    three validation perplexities; returns the curve's `strength` block."""
+    from voicetune.model.loading import load_for_inference
+    from voicetune.voice import perplexity as lm
+
+    def val_perplexity(model: Any, label: str) -> float:
+        scores = lm.perplexity_windows(
+            model, tokenizer, val_texts, PPL_MAX_TOKENS, desc=f"{label}: perplexity"
+        )
+        return float(scores.perplexity)
+
+    model, _ = load_for_inference(base, None, device)
+    perplexity = {"base": val_perplexity(model, "base")}
+    del model
+    model, _ = load_for_inference(base, best_folder, device, merge_adapter=True)
+    perplexity["x1"] = val_perplexity(model, f"{best_folder.name} x1")
+    del model
+    model, _ = load_for_inference(base, best_folder, device, merge_adapter=True, lora_scale=STRONGER)
+    perplexity["stronger"] = val_perplexity(model, f"{best_folder.name} x{STRONGER:g}")
+    texts = continuations(model, f"{best_folder.name} x{STRONGER:g}")
+    del model
+    lm.release_memory()
+    share, _ = copying(texts)
+    gain = paired_gain(texts, best_texts)
+    chosen, why = choose_strength(gain, perplexity, share, author_copying)
+    say(f"voice curve: strength {why}")
+    return {
+        "tried": STRONGER,
+        "gain": gain,
+        "perplexity": {k: round(v, 4) for k, v in perplexity.items()},
+        "copying": share,
+        "scale": chosen,
+        "why": why,
+    }
 
 
 def plot_curve(curve: Mapping[str, Any], path: Path) -> None:

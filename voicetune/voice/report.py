@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from voicetune.core.manifest import write_json_atomic, write_text_atomic
-from voicetune.voice import blind_test
+from voicetune.voice import blind_test, strength
+from voicetune.voice.strength import PLOT_FILE as PLOT_FILE_STRENGTH
 
 PLOTS = {
     "voice_score.png": "How much each system sounds like the author: 0 = the other writers' real text, "
@@ -26,6 +27,8 @@ PLOTS = {
     "attribution.png": "Share of continuations attributed to the author (dashed: chance).",
     "sentence_lengths.png": "Sentence-length distributions (cumulative), pooled over prompts.",
     "profiles.png": "Punctuation per 100 words and the author's 20 commonest function words.",
+    PLOT_FILE_STRENGTH: "The fine-tuned adapter at each LoRA scale: voice score against held-out "
+    "perplexity (left) and 8-gram copying (right).",
 }
 VERDICT_WORDS = {
     "better": "yes",
@@ -160,9 +163,16 @@ def tests_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
 
 
 def models_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    heads = ["Model", "Weights", "Adapter", "Prompt format", "Perplexity tokens"]
+    heads = ["Model", "Weights", "Adapter", "Style strength", "Prompt format", "Perplexity tokens"]
     rows = [
-        [m["name"], m["model_dir"], m["adapter_dir"] or "—", m["prompt_format"], str(m["perplexity_tokens"])]
+        [
+            m["name"],
+            m["model_dir"],
+            m["adapter_dir"] or "—",
+            f"x{m['style_strength']:g}" if m.get("style_strength") is not None else "—",
+            m["prompt_format"],
+            str(m["perplexity_tokens"]),
+        ]
         for m in results["models"]
     ]
     return heads, rows
@@ -406,6 +416,13 @@ def render_markdown(results: Mapping[str, Any], plots: Sequence[str]) -> str:
     out += [*voice_measures_lines(results), ""]
     for note in results.get("notes", []):
         out.append(f"> Note: {note}\n")
+    if _has_strength_section(results):
+        table = strength_table(results)
+        out += ["## Style strength", "", strength_intro(results), ""]
+        if table is not None:
+            out += [md_table(*table), ""]
+            if PLOT_FILE_STRENGTH in plots:
+                out += [f"![{PLOTS[PLOT_FILE_STRENGTH]}]({PLOT_FILE_STRENGTH})", ""]
     out += ["## Samples, side by side", ""]
     out.append(render_samples_markdown(results, limit=3, heading_level=3))
     out += [f"All {len(results['samples'])} prompts: [samples.md](samples.md).", ""]
@@ -428,10 +445,61 @@ def render_markdown(results: Mapping[str, Any], plots: Sequence[str]) -> str:
         "",
     ]
     for name in plots:
-        if name != "voice_score.png":
+        if name not in ("voice_score.png", PLOT_FILE_STRENGTH):
             out += [f"![{PLOTS.get(name, name)}]({name})", "", f"*{PLOTS.get(name, name)}*", ""]
     out += ["## How to read the measures", ""] + [f"- {note}" for note in METHOD_NOTES]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _has_strength_section(results: Mapping[str, Any]) -> bool:
+    """A sweep to show, or a base and one fine-tuned model (where one could be asked for)."""
+    return bool(results.get("strength_sweep")) or len(model_names(results)) == 2
+
+
+def strength_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """The fine-tuned adapter at each swept LoRA scale (voicetune.voice.strength), or None."""
+    sweep = results.get("strength_sweep") or {}
+    if not sweep.get("points"):
+        return None
+    rows = []
+    for point in sweep["points"]:
+        score = point["voice_score"]
+        copying = (point.get("copying") or {}).get("ngram_share")
+        merged = point["scale"] == sweep.get("fine_tuned_scale", 1.0)
+        notes = ["as trained"] if point["scale"] == 1.0 else []
+        notes += ["the fine-tuned model"] if merged else []
+        rows.append([
+            f"x{point['scale']:g}" + (f" ({', '.join(notes)})" if notes else ""),
+            _ci(score) if score.get("value") is not None else "n/a",
+            f"{point['perplexity']:.2f}" if point.get("perplexity") is not None else "n/a",
+            f"{100 * copying:.2f}%" if copying is not None else "n/a",
+        ])  # fmt: skip
+    return ["LoRA scale", "Voice score [95% CI]", "Held-out perplexity", "8-gram copying"], rows
+
+
+def strength_intro(results: Mapping[str, Any]) -> str:
+    sweep = results.get("strength_sweep") or {}
+    if not sweep.get("points"):
+        merged = [
+            f"{m['name']} is its adapter at x{m['style_strength']:g}. "
+            for m in results.get("models", [])
+            if m.get("style_strength") not in (None, 1.0)
+        ]
+        return "".join(merged) + (
+            "Not swept on this run (on a CPU each scale costs one more generation pass): "
+            "`benchmarks/1_voice_comparison.sh --run NAME --strengths 0.5,1.5` adds the fine-tuned "
+            "adapter at those LoRA scales; `voicetune merge --scale S` keeps one."
+        )
+    author = sweep.get("author_voice_score")
+    return (
+        "The fine-tuned adapter at other LoRA scales, without retraining, on the same prompts and voice "
+        "scale: above 1 the imitation is pushed further, below 1 weakened"
+        + (f"; your held-out writing scores {author:.2f}." if author is not None else ".")
+    )
+
+
+def _ci(estimate: Mapping[str, Any]) -> str:
+    return f"{estimate['value']:.2f} [{estimate['ci_low']:.2f}, {estimate['ci_high']:.2f}]"
 
 
 def sample_columns(results: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -544,6 +612,13 @@ def render_html(results: Mapping[str, Any], plot_files: Mapping[str, bytes]) -> 
     parts.append(_html_table(*voice_table(results)))
     parts += [f"<p>{_inline_md(line)}</p>" for line in voice_measures_lines(results)]
     parts += [f'<p class="note">Note: {html.escape(n)}</p>' for n in results.get("notes", [])]
+    if _has_strength_section(results):
+        table = strength_table(results)
+        parts += ["<h2>Style strength</h2>", f"<p>{_inline_md(strength_intro(results))}</p>"]
+        if table is not None:
+            parts.append(_html_table(*table))
+            if PLOT_FILE_STRENGTH in plot_files:
+                parts.append(_figure(PLOT_FILE_STRENGTH, plot_files[PLOT_FILE_STRENGTH], "strength"))
     parts += ["<h2>Samples, side by side</h2>", *_html_samples(results, results["samples"][:3])]
     parts += [
         "<h2>Every measure</h2>",
@@ -561,7 +636,11 @@ def render_html(results: Mapping[str, Any], plot_files: Mapping[str, bytes]) -> 
         _html_table(*tests_table(results)),
         "<h2>Plots</h2>",
     ]
-    parts += [_figure(name, data) for name, data in plot_files.items() if name != "voice_score.png"]
+    parts += [
+        _figure(name, data)
+        for name, data in plot_files.items()
+        if name not in ("voice_score.png", PLOT_FILE_STRENGTH)
+    ]
     parts += ["<h2>How to read the measures</h2>", "<ul>"] + [
         f"<li>{html.escape(n)}</li>" for n in METHOD_NOTES
     ]
@@ -732,6 +811,8 @@ def write_report(folder: Path, results: Mapping[str, Any]) -> list[str]:
     plots = render_plots(results)
     for name, data in plots.items():
         (folder / name).write_bytes(data)
+    for name in strength.plot_sweep(results.get("strength_sweep"), folder):
+        plots[name] = (folder / name).read_bytes()
     write_json_atomic(folder / "results.json", results)
     # voicetune blind-test's section (its result from blind/summary.json, or how to run it)
     blind_md, blind_html = blind_test.report_section(folder, str(results["run"]))

@@ -19,7 +19,9 @@ from typing import Any
 from voicetune.core.progress import header, say
 
 PLOT_FILE = "strength_sweep.png"
-CPU_SCALES = (1.5,)  # and the fine-tuned model itself (1.0): the CPU demo's 15 minutes allow one more
+# On a CPU each scale is one more generation pass (~4 minutes of the demo's 15 on 2 cores): none by
+# default there (`--strengths 1.5` asks for one); on a GPU a pass takes seconds.
+CPU_SCALES: tuple[float, ...] = ()
 GPU_SCALES = (0.5, 1.5, 2.0)
 
 
