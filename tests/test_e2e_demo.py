@@ -45,7 +45,7 @@ def _run_demo(
         "--max-new-tokens",
         "16",
         "--strengths",
-        "1.5",
+        "1,1.5",
         *extra,
     ]
     result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=1500)
@@ -81,7 +81,7 @@ def test_demo_produces_every_artifact_with_a_manifest(demo_home: Path) -> None:
 
 def test_demo_chooses_the_checkpoint_by_voice_and_sweeps_the_strength(demo_home: Path) -> None:
     """Issue 20: the voice curve scores each saved checkpoint, the merge takes its choice and says why,
-    the benchmark sweeps the adapter's LoRA scale when asked (--strengths 1.5; none by default on a
+    the benchmark sweeps the adapter's LoRA scale when asked (--strengths 1,1.5; none by default on a
     CPU) and the report shows the sweep."""
     curve = json.loads((demo_home / "checkpoints" / "demo" / "voice_curve.json").read_text())
     steps = [p["step"] for p in curve["points"]]
@@ -95,11 +95,11 @@ def test_demo_chooses_the_checkpoint_by_voice_and_sweeps_the_strength(demo_home:
     assert "recipe: updates first:" in stdout
     results = json.loads((demo_home / "benchmarks" / "results" / "demo" / "results.json").read_text())
     merged_at = merged["lora_scale"]
-    assert [p["scale"] for p in results["strength_sweep"]["points"]] == sorted({1.5, merged_at})
+    assert [p["scale"] for p in results["strength_sweep"]["points"]] == [1.0, 1.5]
     report = (demo_home / "benchmarks" / "results" / "demo" / "report.md").read_text()
-    assert "## Style strength" in report and f"| x{merged_at:g} (" in report
-    assert "the fine-tuned model)" in report
-    assert "strength_sweep.png" in report
+    assert "## Style strength" in report and "| x1 (as trained" in report and "| x1.5" in report
+    assert f"| x{merged_at:g} (" in report and "the fine-tuned model)" in report
+    # (the plot needs voice scores; 4 prompts of 16 tokens give none: test_report checks the plot)
 
 
 def test_demo_prints_a_timing_table(demo_home: Path) -> None:

@@ -18,11 +18,12 @@ checkpoint's voice score is clearly higher (paired difference on the same prompt
 
 Then its strength (`choose_strength`): the best checkpoint's adapter is also tried at LoRA scale
 STRONGER (1.5) on the same prompts. A short run learns the direction of a voice before its size: in
-every sweep committed here x1.5 scored above x1 on the test prompts (benchmarks/results/demo-cpu at
-2026-12-02, gpu-h200-voice, recipe-trials). So x1.5 is kept unless, on the validation prompts, it
-(1) scores clearly lower (paired interval below 0), (2) reads the author's validation text worse
-than the base model (perplexity: never less fluent on the author than where training started; a
-long GPU run's x1.5 fails this) or (3) copies more than the author's own new writing.
+every sweep committed here x1.5 scored above x1 on the test prompts (benchmarks/results/
+gpu-h200-voice, recipe-trials/cpu-demo-lr5e-4-x1, recipe-trials/gpu-h200-cpu-recipe-lr5e-4). So
+x1.5 is kept unless, on the validation prompts, it (1) scores clearly lower (paired interval below
+0), (2) reads the author's validation text worse than the base model (perplexity: never less fluent
+on the author than where training started; a long GPU run's x1.5 fails this) or (3) copies more
+than the author's own new writing.
 
 Written to `checkpoints/<run>/voice_curve.json` and `voice_curve.png`; `voicetune
 merge --checkpoint best` (the default of training/3_merge_adapter.sh) merges that checkpoint at that
