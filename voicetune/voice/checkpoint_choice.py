@@ -363,6 +363,8 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         texts = continuations(model, "base")
         share, longest = copying(texts)
         points.append(Point(0, None, estimate(texts), share, longest, losses.get(0)))
+    # the strength's fluency guard compares with the base model: score it while it is loaded
+    base_perplexity = validation_perplexity(model, tokenizer, val_texts, "base")
     del model
     lm.release_memory()
     for folder in checkpoints:
@@ -390,8 +392,8 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     )
     best_folder = next(p for p in checkpoints if p.name == best.checkpoint)
     strength = _try_stronger(
-        base, best_folder, generated[best_folder.name], device, tokenizer, val_texts, continuations, copying,
-        author_share,
+        base, best_folder, generated[best_folder.name], base_perplexity, device, tokenizer, val_texts,
+        continuations, copying, author_share,
         lambda a, b: dict(vs.score_difference(scale, list(a), list(b), seed=args.seed).to_dict()),
     )  # fmt: skip
     curve = {
@@ -432,10 +434,19 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     return curve
 
 
+def validation_perplexity(model: Any, tokenizer: Any, val_texts: Sequence[str], label: str) -> float:
+    """Perplexity of up to PPL_MAX_TOKENS tokens of the validation texts (the strength's fluency guard)."""
+    from voicetune.voice import perplexity as lm
+
+    scores = lm.perplexity_windows(model, tokenizer, val_texts, PPL_MAX_TOKENS, desc=f"{label}: perplexity")
+    return float(scores.perplexity)
+
+
 def _try_stronger(
     base: Path,
     best_folder: Path,
     best_texts: Sequence[str],
+    base_perplexity: float,
     device: str,
     tokenizer: Any,
     val_texts: Sequence[str],
@@ -445,24 +456,18 @@ def _try_stronger(
     paired_gain: Any,
 ) -> dict[str, Any]:
     """The best checkpoint at x STRONGER against x1 (module docstring): one more generation pass and
-    three validation perplexities; returns the curve's `strength` block."""
+    two more validation perplexities (the base model's is given); returns the curve's `strength` block."""
     from voicetune.model.loading import load_for_inference
     from voicetune.voice import perplexity as lm
 
-    def val_perplexity(model: Any, label: str) -> float:
-        scores = lm.perplexity_windows(
-            model, tokenizer, val_texts, PPL_MAX_TOKENS, desc=f"{label}: perplexity"
-        )
-        return float(scores.perplexity)
-
-    model, _ = load_for_inference(base, None, device)
-    perplexity = {"base": val_perplexity(model, "base")}
-    del model
+    perplexity = {"base": base_perplexity}
     model, _ = load_for_inference(base, best_folder, device, merge_adapter=True)
-    perplexity["x1"] = val_perplexity(model, f"{best_folder.name} x1")
+    perplexity["x1"] = validation_perplexity(model, tokenizer, val_texts, f"{best_folder.name} x1")
     del model
     model, _ = load_for_inference(base, best_folder, device, merge_adapter=True, lora_scale=STRONGER)
-    perplexity["stronger"] = val_perplexity(model, f"{best_folder.name} x{STRONGER:g}")
+    perplexity["stronger"] = validation_perplexity(
+        model, tokenizer, val_texts, f"{best_folder.name} x{STRONGER:g}"
+    )
     texts = continuations(model, f"{best_folder.name} x{STRONGER:g}")
     del model
     lm.release_memory()

@@ -470,7 +470,7 @@ def strength_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str
         notes += ["the fine-tuned model"] if merged else []
         rows.append([
             f"x{point['scale']:g}" + (f" ({', '.join(notes)})" if notes else ""),
-            _ci(score) if score.get("value") is not None else "n/a",
+            _score(score),
             f"{point['perplexity']:.2f}" if point.get("perplexity") is not None else "n/a",
             f"{100 * copying:.2f}%" if copying is not None else "n/a",
         ])  # fmt: skip
@@ -496,10 +496,6 @@ def strength_intro(results: Mapping[str, Any]) -> str:
         "scale: above 1 the imitation is pushed further, below 1 weakened"
         + (f"; your held-out writing scores {author:.2f}." if author is not None else ".")
     )
-
-
-def _ci(estimate: Mapping[str, Any]) -> str:
-    return f"{estimate['value']:.2f} [{estimate['ci_low']:.2f}, {estimate['ci_high']:.2f}]"
 
 
 def sample_columns(results: Mapping[str, Any]) -> list[tuple[str, str]]:
