@@ -60,6 +60,46 @@ def test_batched_generation_pads_on_the_left_and_is_seeded(base: tuple) -> None:
     assert a == b
 
 
+def test_prompts_batched_by_length_come_back_in_their_own_order(base: tuple) -> None:
+    model, tokenizer = base
+    # longest first: batched by length, the second batch holds the first prompts
+    prompts = [
+        "It was a long and tedious afternoon at the vicarage, and the curate",
+        "The aunt",
+        "Reginald said",
+    ]
+    greedy = {"temperature": 0.0, "add_special_tokens": True}
+    batched = pp.generate_continuations(model, tokenizer, prompts, 6, batch_size=2, **greedy)
+    alone = [pp.generate_continuations(model, tokenizer, [p], 6, batch_size=1, **greedy)[0] for p in prompts]
+    assert batched == alone
+
+
+def test_nucleus_sampling_keeps_transformers_nucleus_and_probabilities(base: tuple) -> None:
+    """The sampler's distribution equals TemperatureLogitsWarper + TopPLogitsWarper's on the demo
+    model's real next-token logits, and on flat rows whose nucleus is wider than the candidates."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from voicetune.model.sampling import nucleus
+
+    model, tokenizer = base
+    encoded = tokenizer([TEXT[:200], TEXT[200:]], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        real = model(**encoded).logits[:, -1, :].float()
+    flat = torch.randn(2, real.shape[-1]) * 0.5  # a nucleus of tens of thousands of tokens
+    for logits in (real, torch.cat([real, flat])):
+        ids, probs = nucleus(logits, 0.8, 0.95, candidates=256)
+        mine = torch.zeros_like(logits).scatter_(-1, ids, probs)
+        mine = mine / mine.sum(-1, keepdim=True)
+        expected = torch.softmax(
+            TopPLogitsWarper(0.95)(None, TemperatureLogitsWarper(0.8)(None, logits.clone())), -1
+        )
+        assert torch.allclose(mine, expected, atol=1e-5)
+        kept, expected_kept = (mine > 0).sum(-1), (expected > 0).sum(-1)
+        assert ((kept - expected_kept).abs() <= 1).all()  # float ties at the nucleus edge, at most one token
+    assert (expected_kept[2:] > 256).all()  # the flat rows did fall back to the whole vocabulary
+
+
 def test_an_adapter_folder_names_its_base_and_changes_the_model(
     tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path, base: tuple
 ) -> None:

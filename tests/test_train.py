@@ -582,3 +582,41 @@ def test_loading_peak_counts_the_embeddings_fp32_casts() -> None:
     # SmolLM2 ties its head to the embedding: one matrix cast; measured 0.23 GiB for plain PEFT
     smol_plain = vram.plan_from_axolotl({**_QLORA_8B, "upcast_frozen_fp32": True, **_NO_LORA_KERNELS})
     assert abs(vram.load_peak_bytes(SMOLLM2, smol_plain) / 2**30 / 0.23 - 1) <= 0.05
+
+
+@pytest.mark.parametrize(("overrides", "trained"), [({}, False), ({"train_on_eos": "turn"}, True)])
+def test_the_end_of_a_passage_is_not_taught_as_the_end_of_the_writing(
+    overrides: dict, trained: bool, tmp_path: Path, base_model_dir: Path
+) -> None:
+    """Passages are cuts of longer texts: by default no end-of-turn label (the model learnt to stop
+    after a line of dialogue); a profile or --set train_on_eos=turn puts it back. Checked with
+    Axolotl's own chat_template tokenizing strategy on the rendered dataset entry."""
+    from axolotl.prompt_strategies.chat_template import load
+    from axolotl.utils.dict import DictDefault
+    from transformers import AutoTokenizer
+
+    cfg = ac.render(ac.load_profile("cpu-demo"), _spec(tmp_path, base_model_dir, overrides=overrides))
+    assert "train_on_eos" not in cfg  # a dataset key: on every dataset, not at the top
+    entries = cfg["datasets"] + cfg["test_datasets"]
+    assert {entry["train_on_eos"] for entry in entries} == {"turn" if trained else "none"}
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    strategy = load(
+        tokenizer,
+        DictDefault({"sequence_len": 256, "train_on_inputs": False, "chat_template": None}),
+        DictDefault(cfg["datasets"][0]),
+    )
+    row = {
+        "messages": [
+            {"role": "system", "content": "You are the author."},
+            {"role": "user", "content": "Continue this passage."},
+            {"role": "assistant", "content": "He said no."},
+        ]
+    }
+    out = strategy.tokenize_prompt(row)
+    labelled = [
+        tokenizer.decode([i])
+        for i, label in zip(out["input_ids"], out["labels"], strict=True)
+        if label != -100
+    ]
+    assert "".join(labelled[:4]).strip() == "He said no."
+    assert (tokenizer.eos_token in labelled) is trained
