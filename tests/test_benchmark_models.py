@@ -74,6 +74,49 @@ def test_prompts_batched_by_length_come_back_in_their_own_order(base: tuple) -> 
     assert batched == alone
 
 
+def test_a_shared_prompt_start_is_run_once_and_changes_nothing(base: tuple) -> None:
+    """Chat prompts share their system prompt and instruction: generation continues each batch from one
+    cache of those tokens, and writes what plain left-padded generation writes."""
+    import torch
+
+    model, tokenizer = base
+    system = "You are the author. Write in your own voice."
+    openings = [
+        "The aunt said that the vicar had",
+        "It was a long and tedious afternoon, and the curate",
+        "No.",
+    ]
+    prompts = [
+        tokenizer.apply_chat_template(
+            [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"Continue this passage.\n\n{text}"},
+            ],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for text in openings
+    ]
+    token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    shared, cache = pp._shared_prefix(model, token_ids, "cpu")
+    assert shared >= pp.MIN_SHARED_TOKENS and cache.get_seq_length() == shared
+    assert all(ids[:shared] == token_ids[0][:shared] for ids in token_ids)
+    assert len({ids[shared] for ids in token_ids}) > 1  # the first token that differs
+    cached = pp.generate_continuations(model, tokenizer, prompts, 8, temperature=0.0, batch_size=3)
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        plain = model.generate(
+            **encoded, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    expected = [
+        tokenizer.decode(row, skip_special_tokens=True).strip()
+        for row in plain[:, encoded["input_ids"].shape[1] :]
+    ]
+    assert cached == expected and all(cached)
+    assert pp._shared_prefix(model, [[1, 2, 3], [4, 5, 6]], "cpu") == (0, None)  # nothing shared
+
+
 def test_nucleus_sampling_keeps_transformers_nucleus_and_probabilities(base: tuple) -> None:
     """The sampler's distribution equals TemperatureLogitsWarper + TopPLogitsWarper's on the demo
     model's real next-token logits, and on flat rows whose nucleus is wider than the candidates."""
