@@ -72,15 +72,15 @@ MERGE_SCRIPT = SCRIPTS["merge"]
 LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "scipy", "matplotlib")
 
 # Defaults that depend on the device: a CPU demo must finish in minutes, a GPU can afford more.
-# The voice score's interval narrows with the words each model writes (about 1/sqrt(words)): on the
-# demo author (benchmarks/results/voice-score-cpu-checkpoint54: 96 and 128 prompts x 80 tokens) the
-# fine-tuned model's interval stayed a little wider than the 0.3 we aim for, so the CPU default has
-# 160 prompts. They run in batches of 40 sorted by length: on 2 cores one pass of the demo's 160
-# prompts took 146 s in batches of 40, 182 s in 80s and 301 s in one batch of 160 (fewer padded
-# prompt tokens; sampling tensors of 160 x 49k floats fall out of cache). Prompts are short (prefill is
-# the other cost) and perplexity windows overlap less.
+# The voice score's interval narrows with the words each model writes (about 1/sqrt(words)). Since
+# the fine-tuned model no longer stops early (train_on_eos, voicetune/train/axolotl_config.py) each
+# system writes about 60 words a prompt, and 128 prompts keep the demo within its 15 minutes (the 160
+# of before gave the demo author fine-tuned - base +0.34 [0.18, 0.52]; a quarter fewer prompts widens
+# an interval by about an eighth). Prompts run in batches of 40 sorted by length
+# (benchmarks/results/generation-speed-cpu/). Prompts are short (prefill is the other cost) and
+# perplexity windows overlap less.
 CPU_DEFAULTS = {
-    "prompts": 160, "prompt_tokens": 40, "max_new_tokens": 80, "batch_size": 40,
+    "prompts": 128, "prompt_tokens": 40, "max_new_tokens": 80, "batch_size": 32,
     "ppl_max_tokens": 2048, "ppl_window": 512, "ppl_stride": 384,
 }  # fmt: skip
 GPU_DEFAULTS = {
