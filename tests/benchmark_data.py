@@ -65,7 +65,8 @@ def known_answer_results() -> dict[str, Any]:
     )
     results["models"] = [
         {"name": n, "model_dir": f"/models/{n}", "adapter_dir": None, "prompt_format": "chat",
-         "perplexity_blocks": 24, "perplexity_tokens": int(tokens.sum())}
+         "perplexity_blocks": 24, "perplexity_tokens": int(tokens.sum()),
+         **bm.continuation_lengths(generations[n], [item.reference for item in items])}
         for n in generations
     ]  # fmt: skip
     results["timing_seconds"] = {"total": 1.0, "cpu_total": 1.0}

@@ -413,3 +413,11 @@ def test_script_without_inputs_fails_with_one_line(repo_root: Path, tmp_path: Pa
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "2_train_lora.sh" in lines[0]
+
+
+def test_continuation_lengths_count_the_answers_that_end_early() -> None:
+    author = ["one two three four five six seven eight nine ten"] * 4  # 10 words for the budget
+    answers = ["one two three four five six seven", "one two", "a b c d e f g h i j", "x"]
+    lengths = bm.continuation_lengths(answers, author)
+    assert lengths == {"mean_words": 5.0, "ended_early_share": 0.5}  # under 6 words: "one two", "x"
+    assert bm.continuation_lengths([], author) == {"mean_words": 0.0, "ended_early_share": 0.0}

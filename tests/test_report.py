@@ -176,3 +176,15 @@ def test_style_strength_section_shows_the_sweep_or_how_to_ask(
     assert md.count(report.PLOT_FILE_STRENGTH) == 1  # in its section, not again under Plots
     page = (tmp_path / "report.html").read_text()
     assert '<figure id="strength">' in page and "<h2>Style strength</h2>" in page
+
+
+def test_models_table_shows_how_long_each_model_wrote(written: tuple[Path, list[str]]) -> None:
+    folder, _ = written
+    data = json.loads((folder / "results.json").read_text())
+    text = (folder / "report.md").read_text()
+    assert "| Words a continuation | Ended early |" in text
+    for model in data["models"]:
+        assert model["mean_words"] > 0 and 0 <= model["ended_early_share"] <= 1
+        assert f"| {model['mean_words']:.1f} | {model['ended_early_share']:.1%} |" in text
+    heads, rows = report.models_table({"models": [{**data["models"][0], "mean_words": None}]})
+    assert rows[0][heads.index("Words a continuation")] == "—"  # results written before these fields

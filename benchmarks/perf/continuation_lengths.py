@@ -11,26 +11,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-SHORT = 0.6  # "ended early": fewer words than this share of the author's own held-out continuations
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 
 
 def lengths(results: dict) -> dict[str, dict[str, float]]:
+    """Each model's continuation lengths (voicetune.voice.benchmark.continuation_lengths) from the
+    samples: the author's held-out continuations are the reference."""
+    from voicetune.voice.benchmark import continuation_lengths
+
     samples = results["samples"]
     names = list(samples[0]["continuations"])
-    words = {name: [len(s["continuations"][name].split()) for s in samples] for name in names}
     author = next((n for n in names if n.startswith("author")), None)
-    floor = SHORT * statistics.mean(words[author]) if author else 0.0
+    references = [s["continuations"][author] for s in samples] if author else []
     return {
         name: {
-            "mean_words": round(statistics.mean(counts), 1),
-            "ended_early_share": round(sum(c < floor for c in counts) / len(counts), 3),
-            "prompts": len(counts),
+            **continuation_lengths([s["continuations"][name] for s in samples], references),
+            "prompts": len(samples),
         }
-        for name, counts in words.items()
+        for name in names
     }
 
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     payload = {
         "command": "python benchmarks/perf/continuation_lengths.py " + " ".join(sys.argv[1:]),
-        "ended_early": f"fewer words than {SHORT:.0%} of the author's held-out mean",
+        "ended_early": "fewer words than 60% of the author's held-out mean (benchmark.ENDED_EARLY_SHARE)",
         "runs": table,
     }
     text = json.dumps(payload, indent=1)

@@ -302,6 +302,27 @@ class PromptItem:
     reference: str
 
 
+# A continuation "ended early" when it has fewer words than this share of the author's own text for the
+# same token budget: a model trained to stop at passage ends wrote such pieces (too short to judge).
+ENDED_EARLY_SHARE = 0.6
+
+
+def continuation_lengths(texts: Sequence[str], reference_texts: Sequence[str]) -> dict[str, float]:
+    """Mean words of a model's continuations and the share that ended early (ENDED_EARLY_SHARE)."""
+    words = [len(text.split()) for text in texts]
+    if not words:
+        return {"mean_words": 0.0, "ended_early_share": 0.0}
+    floor = (
+        ENDED_EARLY_SHARE * statistics.mean(len(r.split()) for r in reference_texts)
+        if reference_texts
+        else 0.0
+    )
+    return {
+        "mean_words": round(statistics.mean(words), 1),
+        "ended_early_share": round(sum(count < floor for count in words) / len(words), 3),
+    }
+
+
 def _cut_to_tokens(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:
     """The longest prefix of whole words of `text` that fits in `budget` tokens."""
     import re
@@ -551,6 +572,7 @@ def run_benchmark(plan: Plan, settings: BenchmarkSettings) -> dict[str, Any]:
             "adapter_dir": str(spec.adapter_dir) if spec.adapter_dir else None,
             "prompt_format": prompt_modes[spec.name],
             "style_strength": _style_strength(spec),
+            **continuation_lengths(generations[spec.name], [item.reference for item in items]),
             "perplexity_blocks": len(windows[spec.name].nll),
             "perplexity_tokens": int(windows[spec.name].tokens.sum()),
         }

@@ -163,7 +163,10 @@ def tests_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
 
 
 def models_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    heads = ["Model", "Weights", "Adapter", "Style strength", "Prompt format", "Perplexity tokens"]
+    heads = [
+        "Model", "Weights", "Adapter", "Style strength", "Prompt format", "Perplexity tokens",
+        "Words a continuation", "Ended early",
+    ]  # fmt: skip
     rows = [
         [
             m["name"],
@@ -172,6 +175,8 @@ def models_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
             f"x{m['style_strength']:g}" if m.get("style_strength") is not None else "—",
             m["prompt_format"],
             str(m["perplexity_tokens"]),
+            f"{m['mean_words']:.1f}" if m.get("mean_words") is not None else "—",
+            f"{m['ended_early_share']:.1%}" if m.get("ended_early_share") is not None else "—",
         ]
         for m in results["models"]
     ]
