@@ -1,9 +1,9 @@
 """Nucleus (top-p) sampling that costs a top-k, not a sort of the whole vocabulary.
 
 transformers' TopPLogitsWarper sorts every row's full vocabulary at each decoding step and then draws
-with `multinomial` over it. For a small model on a CPU that is most of the work: with
-SmolLM2-135M and 160 rows on 2 cores a decoding step took ~1.2 s sampled against ~0.3 s greedy
-(a 49,152-token sort per row, measured with torch.profiler). The nucleus at top-p 0.95 is a few
+with `multinomial` over it. For a small model on a CPU that is much of the work (with the other
+savings of voicetune.voice.perplexity.generate_continuations, a benchmark pass of the demo went from
+254.5 s to 149.0 s on 2 cores: benchmarks/results/generation-speed-cpu/). The nucleus at top-p 0.95 is a few
 hundred tokens, so `NucleusSampler` takes the top `candidates` tokens, keeps the same nucleus
 TopPLogitsWarper keeps (a row whose nucleus is wider falls back to its full vocabulary: the result is
 exact either way), draws one of them with its own seeded generator and hands `generate` a row that

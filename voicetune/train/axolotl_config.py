@@ -241,8 +241,9 @@ def approx_train_tokens(data_dir: Path) -> int:
 
 # Where the end-of-turn token is trained (Axolotl's per-dataset `train_on_eos`). voicetune's pairs are
 # passages cut from longer texts: the end of a passage is where the chunker cut, not where the writer
-# stopped. Trained on, it taught the demo model to stop after a line of dialogue (an unseen writer's
-# fine-tuned continuations averaged 29 words against the base model's 59). "none" leaves stopping to
+# stopped. Trained on, it taught the demo model to stop after a line of dialogue (on an unseen writer
+# 46.7 words a continuation against the base model's 59.6, a quarter of them ending early:
+# benchmarks/results/recipe-trials/gpu-h200-train-on-eos/lengths.json). "none" leaves stopping to
 # the base model and the length budget. A profile (or --set train_on_eos=turn) can say otherwise.
 DEFAULT_TRAIN_ON_EOS = "none"
 

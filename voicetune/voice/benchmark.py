@@ -76,8 +76,8 @@ LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "scipy", 
 # the fine-tuned model no longer stops early (train_on_eos, voicetune/train/axolotl_config.py) each
 # system writes about 60 words a prompt, and 128 prompts keep the demo within its 15 minutes (the 160
 # of before gave the demo author fine-tuned - base +0.34 [0.18, 0.52]; a quarter fewer prompts widens
-# an interval by about an eighth). Prompts run in batches of 40 sorted by length
-# (benchmarks/results/generation-speed-cpu/). Prompts are short (prefill is the other cost) and
+# an interval by about an eighth). Prompts run in 4 batches of 32 sorted by length (a pass:
+# benchmarks/results/generation-speed-cpu/). Prompts are short (prefill is the other cost) and
 # perplexity windows overlap less.
 CPU_DEFAULTS = {
     "prompts": 128, "prompt_tokens": 40, "max_new_tokens": 80, "batch_size": 32,
