@@ -129,17 +129,17 @@ def test_nucleus_sampling_keeps_transformers_nucleus_and_probabilities(base: tup
     encoded = tokenizer([TEXT[:200], TEXT[200:]], return_tensors="pt", padding=True)
     with torch.inference_mode():
         real = model(**encoded).logits[:, -1, :].float()
-    flat = torch.randn(2, real.shape[-1]) * 0.5  # a nucleus of tens of thousands of tokens
+    flat = torch.randn(2, real.shape[-1], generator=torch.Generator().manual_seed(0)) * 0.5  # a wide nucleus
     for logits in (real, torch.cat([real, flat])):
         ids, probs = nucleus(logits, 0.8, 0.95, candidates=256)
         mine = torch.zeros_like(logits).scatter_(-1, ids, probs)
         mine = mine / mine.sum(-1, keepdim=True)
-        expected = torch.softmax(
-            TopPLogitsWarper(0.95)(None, TemperatureLogitsWarper(0.8)(None, logits.clone())), -1
-        )
-        assert torch.allclose(mine, expected, atol=1e-5)
+        warped = TopPLogitsWarper(0.95)(None, TemperatureLogitsWarper(0.8)(None, logits.clone()))
+        expected = torch.softmax(warped, -1)
         kept, expected_kept = (mine > 0).sum(-1), (expected > 0).sum(-1)
         assert ((kept - expected_kept).abs() <= 1).all()  # float ties at the nucleus edge, at most one token
+        both = (mine > 0) & (expected > 0)
+        assert torch.allclose(mine[both], expected[both], rtol=1e-3, atol=1e-8)
     assert (expected_kept[2:] > 256).all()  # the flat rows did fall back to the whole vocabulary
 
 
