@@ -124,3 +124,15 @@ def test_every_script_in_the_table_exists() -> None:
     scripts = {step: script for step, script in SCRIPTS.items() if not script.startswith("python -m")}
     missing = [script for script in scripts.values() if not (REPO / script).is_file()]
     assert missing == [], missing
+
+
+@pytest.mark.parametrize(
+    ("recorded", "scale"), [({}, 1.0), ({"lora_scale": 1.5}, 1.5), ({"lora_scale": 0.0}, 0.0)]
+)
+def test_a_merged_model_says_the_strength_it_was_folded_in_at(
+    tmp_path: Path, recorded: dict, scale: float
+) -> None:
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    write_manifest(folder, build_manifest("merge", "f-merge", {}, {}, {}, **recorded))
+    assert MergedModel.load(folder).lora_scale == scale  # 0.0 (the base model) is a strength too

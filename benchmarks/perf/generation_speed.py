@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 
 def _prompts(tokenizer: object, data: Path, count: int) -> list[str]:
-    from voicetune.core.prompting import render_prompt
+    """The benchmark's own prompts: its windows, its draw, its continue prompt in the chat template."""
     from voicetune.model.generate import prompt_format
     from voicetune.voice import benchmark
 
@@ -39,8 +39,7 @@ def _prompts(tokenizer: object, data: Path, count: int) -> list[str]:
         lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]),  # type: ignore[operator]
     )
     items, _ = benchmark.split_prompts(windows, count, 1234)
-    fmt = prompt_format(data)
-    return [render_prompt(tokenizer, "continue", item.prompt, fmt) for item in items]
+    return benchmark._render_prompts(tokenizer, items, prompt_format(data), "chat")[0]
 
 
 def _transformers_pass(model: object, tokenizer: object, prompts: list[str]) -> list[str]:

@@ -201,6 +201,12 @@ class MergedModel:
     def adapter_dir(self) -> Path | None:
         return resolve_stored(_recorded(self.manifest).get("adapter_dir"), self.folder)
 
+    @property
+    def lora_scale(self) -> float:
+        """The style strength the adapter was folded in at (1.0 where the manifest predates it)."""
+        scale = self.manifest.get("lora_scale")
+        return 1.0 if scale is None else float(scale)
+
 
 @dataclass(frozen=True)
 class ExportedModel:

@@ -287,7 +287,7 @@ def _style_strength(spec: Any) -> float | None:
     if spec.adapter_dir is not None:
         return 1.0
     merged = MergedModel.find(Path(spec.model_dir))
-    return float(merged.manifest.get("lora_scale", 1.0)) if merged is not None else None
+    return merged.lora_scale if merged is not None else None
 
 
 # ------------------------------------------------------------------------------------ prompts

@@ -382,19 +382,18 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
             + (f"{point.eval_loss:.3f}" if point.eval_loss is not None else "n/a")
         )
     author_share, author_longest = copying(references)
-    texts_of = {p.step: generated[p.checkpoint] for p in points if p.checkpoint in generated}
+
+    def difference(a: Sequence[str], b: Sequence[str]) -> dict[str, Any]:
+        """The voice-score difference a - b, paired on the same prompts."""
+        return dict(vs.score_difference(scale, list(a), list(b), seed=args.seed).to_dict())
+
     best, why = choose_best(
-        points,
-        author_share,
-        lambda a, b: dict(
-            vs.score_difference(scale, texts_of[a.step], texts_of[b.step], seed=args.seed).to_dict()
-        ),
+        points, author_share, lambda a, b: difference(generated[a.checkpoint], generated[b.checkpoint])
     )
     best_folder = next(p for p in checkpoints if p.name == best.checkpoint)
     strength = _try_stronger(
         base, best_folder, generated[best_folder.name], base_perplexity, device, tokenizer, val_texts,
-        continuations, copying, author_share,
-        lambda a, b: dict(vs.score_difference(scale, list(a), list(b), seed=args.seed).to_dict()),
+        continuations, copying, author_share, difference,
     )  # fmt: skip
     curve = {
         "schema_version": CURVE_VERSION,

@@ -41,7 +41,7 @@ def adapter_of(spec: Any) -> tuple[Path, Path, float] | None:
         return None
     if not (merged.adapter_dir / "adapter_config.json").is_file():
         return None
-    return merged.base_model, merged.adapter_dir, float(merged.manifest.get("lora_scale") or 1.0)
+    return merged.base_model, merged.adapter_dir, merged.lora_scale
 
 
 def fit_benchmark_scale(
