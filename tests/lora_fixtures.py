@@ -15,7 +15,9 @@ def make_lora_adapter(
     base_dir: Path, out_dir: Path, seed: int = 0, scale: float = 0.01, rank: int = 8
 ) -> Path:
     """A real LoRA adapter (PEFT save_pretrained, safetensors) whose lora_B is random, so the delta is
-    non-zero (a fresh adapter's B is zero, and merging zero would prove nothing)."""
+    non-zero (a fresh adapter's B is zero, and merging zero would prove nothing). Both A and B come from
+    the seeded generator: PEFT draws A from torch's global generator, whose state depends on whichever
+    test ran before, and a different adapter per test order made greedy outputs flip between runs."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -28,7 +30,10 @@ def make_lora_adapter(
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
+            if "lora_A" in name:  # PEFT's kaiming-uniform range, 1/sqrt(fan_in)
+                bound = param.shape[1] ** -0.5
+                param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * bound)
+            elif "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir), safe_serialization=True)
