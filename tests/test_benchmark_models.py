@@ -117,6 +117,39 @@ def test_a_shared_prompt_start_is_run_once_and_changes_nothing(base: tuple) -> N
     assert pp._shared_prefix(model, [[1, 2, 3], [4, 5, 6]], "cpu") == (0, None)  # nothing shared
 
 
+def test_cpu_grouped_query_attention_reads_the_cache_in_place_and_changes_nothing(base: tuple) -> None:
+    """A padded batch on the demo model (9 query heads, 3 key/value heads): within the block the masked
+    attention runs as grouped-query SDPA, with the same logits as transformers' repeated heads; after
+    it, and for a model not on SDPA, nothing is switched."""
+    import torch
+
+    from voicetune.model.attention import NAME, cpu_grouped_query_attention
+
+    model, tokenizer = base
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    tokenizer.padding_side = "left"
+    batch = tokenizer(
+        ["The aunt said that", "It was a long and tedious afternoon at the vicarage, and the curate"],
+        return_tensors="pt",
+        padding=True,
+    )
+    assert int(batch["attention_mask"].min()) == 0  # padded: transformers would repeat the heads
+    with torch.inference_mode():
+        plain = model(**batch).logits
+        with cpu_grouped_query_attention(model):
+            assert model.config._attn_implementation == NAME
+            grouped = model(**batch).logits
+    assert model.config._attn_implementation == "sdpa"
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(grouped[real], plain[real], rtol=1e-4, atol=1e-4)
+    model.set_attn_implementation("eager")
+    try:
+        with cpu_grouped_query_attention(model):
+            assert model.config._attn_implementation == "eager"
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
 def test_nucleus_sampling_keeps_transformers_nucleus_and_probabilities(base: tuple) -> None:
     """The sampler's distribution equals TemperatureLogitsWarper + TopPLogitsWarper's on the demo
     model's real next-token logits, and on flat rows whose nucleus is wider than the candidates."""

@@ -3,17 +3,21 @@
 held-out text in the continue prompt, 80 new tokens, temperature 0.8, top-p 0.95) on a model folder.
 
 Each configuration is one pass of `voicetune.voice.perplexity.generate_continuations` at a batch size;
-`--transformers-sampling` also times transformers' own sampling (`do_sample=True`, which sorts the whole
-vocabulary of every row at every step) in one batch of 160, length-unsorted, as the benchmark ran
-before. Prints a line per pass and writes them as JSON (--out), with the command and the machine.
+`--repeat-kv` also times each with transformers' SDPA attention (key/value heads repeated for a
+padded batch); `--transformers-sampling` also times transformers' own sampling (`do_sample=True`, which
+sorts the whole vocabulary of every row at every step) in one batch of 160, length-unsorted, as the
+benchmark ran before. Prints a line per pass and writes them as JSON (--out), with the command and
+the machine.
 
 usage: .venv/bin/python benchmarks/perf/generation_speed.py [--model merged_models/demo-cpu]
-       [--data data/processed/demo] [--batch-sizes 40,160] [--transformers-sampling] [--out FILE]
+       [--data data/processed/demo] [--batch-sizes 40,160] [--transformers-sampling] [--repeat-kv]
+       [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -68,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=160)
     parser.add_argument("--batch-sizes", default="40,160")
     parser.add_argument("--transformers-sampling", action="store_true")
+    parser.add_argument(
+        "--repeat-kv",
+        action="store_true",
+        help="also time each batch size with transformers' SDPA attention, which repeats the key/value "
+        "heads of a padded batch (voicetune's CPU generation reads them in place)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
@@ -99,14 +109,26 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
+    from voicetune.model import attention
+
+    in_place = attention.cpu_grouped_query_attention
+    attentions = [("", in_place)]
+    if args.repeat_kv:  # transformers' own SDPA attention: the context manager made a no-op
+        attentions.append((", key/value heads repeated", lambda model: contextlib.nullcontext()))
     for batch in [int(b) for b in args.batch_sizes.split(",") if b]:
-        started = time.monotonic()
-        texts = generate_continuations(
-            model, tokenizer, prompts, 80, 0.8, 0.95, 1.0, 1234, batch, desc=f"batch {batch}"
-        )
-        record(
-            "voicetune (nucleus sampler, batches sorted by length)", batch, time.monotonic() - started, texts
-        )
+        for label, context in attentions:
+            attention.cpu_grouped_query_attention = context  # type: ignore[assignment]
+            started = time.monotonic()
+            texts = generate_continuations(
+                model, tokenizer, prompts, 80, 0.8, 0.95, 1.0, 1234, batch, desc=f"batch {batch}{label}"
+            )
+            record(
+                f"voicetune (nucleus sampler, batches sorted by length{label})",
+                batch,
+                time.monotonic() - started,
+                texts,
+            )
+    attention.cpu_grouped_query_attention = in_place
     if args.transformers_sampling:
         started = time.monotonic()
         texts = _transformers_pass(model, tokenizer, prompts)

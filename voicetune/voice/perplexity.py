@@ -194,18 +194,20 @@ def generate_continuations(
 ) -> list[str]:
     """One sampled continuation per prompt (greedy when temperature is 0), in the prompts' order.
 
-    Three savings, none of which changes what is sampled from:
+    Four savings, none of which changes what is sampled from:
     - the tokens every prompt starts with (the chat template's system prompt and instruction, about a
       third of a benchmark prompt) are run through the model once, and each batch continues from a
       copy of that cache (`_shared_prefix`);
     - prompts are batched by length, so a batch pads to its own longest prompt;
-    - `NucleusSampler` draws from transformers' top-p distribution without sorting the vocabulary.
+    - `NucleusSampler` draws from transformers' top-p distribution without sorting the vocabulary;
+    - on a CPU, grouped-query attention reads the KV cache in place (`cpu_grouped_query_attention`).
     Each batch is seeded with seed + its index, so the texts do not depend on what ran before.
     add_special_tokens: False for prompts already rendered with a chat template (it holds its own
     special tokens); True for raw text, so a model that expects a BOS gets one.
     """
     import torch
 
+    from voicetune.model.attention import cpu_grouped_query_attention
     from voicetune.model.sampling import NucleusSampler
 
     device = next(model.parameters()).device
@@ -228,7 +230,7 @@ def generate_continuations(
     # One bar tick per decoding step (a CPU batch can take a minute): a stopping criterion that never
     # stops is called once per step.
     ticks = iter(progress(range(len(starts) * max_new_tokens), desc=desc, unit="step"))
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_grouped_query_attention(model):
         for number, start in enumerate(starts):
             rows = order[start : start + batch_size]
             # [shared prefix][padding][rest of the prompt]: positions come from the attention mask, so
