@@ -446,3 +446,30 @@ def test_without_a_voice_curve_best_merges_the_last_adapter_and_says_so(
     assert _merge(home, monkeypatch, "--run", "demo", "--dry-run") == 0
     out = capsys.readouterr().out
     assert "merge: last: no voice curve in" in out and "voicetune voice-curve --run demo" in out
+
+
+def test_an_adapter_put_on_a_copy_of_the_loaded_base_is_the_model_read_from_disk(
+    home: Path, base_model_dir: Path
+) -> None:
+    """The voice curve keeps the base in memory and merges each checkpoint into a copy: the same
+    weights as loading base + adapter from disk, at a scale too, and the original base is untouched."""
+    from copy import deepcopy
+
+    import torch
+
+    from voicetune.model.loading import load_for_inference
+
+    adapter = home / "checkpoints" / "demo" / "output"
+    base, _ = load_for_inference(base_model_dir, None, "cpu")
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    for scale in (1.0, 1.5):
+        copied, _ = load_for_inference(
+            base_model_dir, adapter, "cpu", merge_adapter=True, lora_scale=scale, loaded=deepcopy(base)
+        )
+        read, _ = load_for_inference(base_model_dir, adapter, "cpu", merge_adapter=True, lora_scale=scale)
+        for (name, mine), (_, theirs) in zip(
+            copied.state_dict().items(), read.state_dict().items(), strict=True
+        ):
+            assert torch.equal(mine, theirs), name
+        assert any(not torch.equal(mine, before[name]) for name, mine in copied.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())

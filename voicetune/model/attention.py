@@ -5,7 +5,7 @@ query heads, as SmolLM2, Llama 3, Qwen and Mistral are) to `scaled_dot_product_a
 only when there is no attention mask; with a mask it first repeats every key/value head. On a GPU that
 is deliberate (SDPA's fused kernels take no mask with GQA). On a CPU it copies the whole KV cache of
 every layer at every decoding step, and a batch of prompts of different lengths always has a padding
-mask: for the CPU benchmark's padded batches of 32 prompts the repeat cost a tenth of the generation
+mask: for padded batches of 32 of the CPU benchmark's prompts the repeat cost a tenth of the generation
 (105.9 s against 118.6 s for 128 demo prompts on 2 cores:
 benchmarks/results/generation-speed-cpu/gqa_attention.json). PyTorch's CPU SDPA takes the mask and the
 grouped heads together and gives the same numbers (a test compares them), so

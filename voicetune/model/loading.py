@@ -37,10 +37,13 @@ def load_for_inference(
     *,
     merge_adapter: bool = False,
     lora_scale: float = 1.0,
+    loaded: Any = None,
 ) -> tuple[Any, Any]:
     """(model in eval mode on device, tokenizer padding on the left). CPUs get fp32 (faster than bf16
     there); a GPU gets bf16 where supported, else fp16. `merge_adapter` folds the adapter into plain
-    weights (faster, the same numbers)."""
+    weights (faster, the same numbers). `loaded`: model_dir's model, already loaded by this function,
+    that the adapter may be put on instead of reading the base from disk again (it is changed: pass a
+    copy to keep the original)."""
     from voicetune.core.privacy import apply_private_env
 
     apply_private_env()
@@ -59,7 +62,7 @@ def load_for_inference(
     else:
         dtype = torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = loaded or AutoModelForCausalLM.from_pretrained(
             str(model_dir), dtype=dtype, use_safetensors=True, trust_remote_code=False
         )
     except (OSError, ValueError) as exc:

@@ -76,11 +76,13 @@ LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "scipy", 
 # the fine-tuned model no longer stops early (train_on_eos, voicetune/train/axolotl_config.py) each
 # system writes about 60 words a prompt, and 128 prompts keep the demo within its 15 minutes (the 160
 # of before gave the demo author fine-tuned - base +0.34 [0.18, 0.52]; a quarter fewer prompts widens
-# an interval by about an eighth). Prompts run in 4 batches of 32 sorted by length (a pass:
-# benchmarks/results/generation-speed-cpu/). Prompts are short (prefill is the other cost) and
-# perplexity windows overlap less.
+# an interval by about an eighth). Prompts run in batches of 64: with grouped-query attention reading
+# the cache in place (voicetune/model/attention.py) a pass of 128 prompts on 2 cores took 89.4 s in
+# batches of 64, 91.3 s in one batch and 99.3 s in batches of 32
+# (benchmarks/results/generation-speed-cpu/batch_sizes.json). Prompts are short (prefill is the other
+# cost) and perplexity windows overlap less.
 CPU_DEFAULTS = {
-    "prompts": 128, "prompt_tokens": 40, "max_new_tokens": 80, "batch_size": 32,
+    "prompts": 128, "prompt_tokens": 40, "max_new_tokens": 80, "batch_size": 64,
     "ppl_max_tokens": 2048, "ppl_window": 512, "ppl_stride": 384,
 }  # fmt: skip
 GPU_DEFAULTS = {

@@ -36,6 +36,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,11 +366,20 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         points.append(Point(0, None, estimate(texts), share, longest, losses.get(0)))
     # the strength's fluency guard compares with the base model: score it while it is loaded
     base_perplexity = validation_perplexity(model, tokenizer, val_texts, "base")
+    # On a CPU each checkpoint goes onto a copy of the base in memory (reading it again from disk cost
+    # seconds a checkpoint); a GPU frees the base for the next model instead.
+    base_in_memory = model if device == "cpu" else None
     del model
     lm.release_memory()
+
+    def merged(folder: Path, scale: float = 1.0) -> Any:
+        """The checkpoint folded into the base model at LoRA scale `scale`."""
+        fresh = deepcopy(base_in_memory) if base_in_memory is not None else None
+        return load_for_inference(base, folder, device, merge_adapter=True, lora_scale=scale, loaded=fresh)[0]
+
     for folder in checkpoints:
         step = int(folder.name.rsplit("-", 1)[1])
-        model, _ = load_for_inference(base, folder, device, merge_adapter=True)
+        model = merged(folder)
         texts = continuations(model, folder.name)
         del model
         lm.release_memory()
@@ -392,7 +402,7 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     )
     best_folder = next(p for p in checkpoints if p.name == best.checkpoint)
     strength = _try_stronger(
-        base, best_folder, generated[best_folder.name], base_perplexity, device, tokenizer, val_texts,
+        merged, best_folder, generated[best_folder.name], base_perplexity, tokenizer, val_texts,
         continuations, copying, author_share, difference,
     )  # fmt: skip
     curve = {
@@ -445,11 +455,10 @@ def validation_perplexity(model: Any, tokenizer: Any, val_texts: Sequence[str], 
 
 
 def _try_stronger(
-    base: Path,
+    merged: Callable[..., Any],
     best_folder: Path,
     best_texts: Sequence[str],
     base_perplexity: float,
-    device: str,
     tokenizer: Any,
     val_texts: Sequence[str],
     continuations: Any,
@@ -459,14 +468,13 @@ def _try_stronger(
 ) -> dict[str, Any]:
     """The best checkpoint at x STRONGER against x1 (module docstring): one more generation pass and
     two more validation perplexities (the base model's is given); returns the curve's `strength` block."""
-    from voicetune.model.loading import load_for_inference
     from voicetune.voice import perplexity as lm
 
     perplexity = {"base": base_perplexity}
-    model, _ = load_for_inference(base, best_folder, device, merge_adapter=True)
+    model = merged(best_folder)
     perplexity["x1"] = validation_perplexity(model, tokenizer, val_texts, f"{best_folder.name} x1")
     del model
-    model, _ = load_for_inference(base, best_folder, device, merge_adapter=True, lora_scale=STRONGER)
+    model = merged(best_folder, STRONGER)
     perplexity["stronger"] = validation_perplexity(
         model, tokenizer, val_texts, f"{best_folder.name} x{STRONGER:g}"
     )
