@@ -229,27 +229,27 @@ def _only_run() -> str:
     return runs[0]
 
 
-def build_curve(args: argparse.Namespace) -> dict[str, Any]:
-    import json
+@dataclass(frozen=True)
+class _Plan:
+    """What the curve scores, with what settings, and the fingerprints that say when it is up to date."""
 
-    import numpy as np
+    run: str
+    trained: Any  # TrainedRun
+    base: Path
+    data: Any  # PreparedData
+    checkpoints: list[Path]
+    device: str
+    settings: dict[str, Any]
+    others_dir: Path
+    inputs_key: str
+    key: str
 
+
+def _plan(args: argparse.Namespace) -> _Plan:
     from voicetune.core.artifacts import PreparedData, TrainedRun
     from voicetune.core.paths import demo_data_dir
-    from voicetune.core.prompting import render_prompt
-    from voicetune.model.loading import load_for_inference, pick_device
-    from voicetune.voice import perplexity as lm
-    from voicetune.voice import voice_score as vs
-    from voicetune.voice.attribution import drop_the_author, load_other_authors
-    from voicetune.voice.benchmark import (
-        held_out_windows,
-        other_author_pieces,
-        split_other_authors,
-        split_prompts,
-    )
-    from voicetune.voice.stylometry import NoveltyIndex, load_author_texts
+    from voicetune.model.loading import pick_device
 
-    started = time.monotonic()
     run_name = args.run or _only_run()
     trained = TrainedRun.load(run_name)
     base = trained.base_model
@@ -261,7 +261,6 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         raise VoicetuneError(
             f"{trained.folder / 'manifest.json'} names no prepared data: train the run again"
         )
-    data = PreparedData.load(trained.data_dir)
     checkpoints = [p for p in trained.checkpoints() if (p / "adapter_config.json").is_file()]
     if not checkpoints:
         raise VoicetuneError(
@@ -287,83 +286,151 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         [(p.name, (p / "adapter_model.safetensors").stat().st_size) for p in checkpoints],
         str(others_dir),
     )
-    key = fingerprint(inputs_key, settings)
-    existing = read_curve(trained.folder)
-    if existing and not args.force:
-        # Up to date: the same settings, or (asked without settings, as the merge script asks) a curve
-        # of these very checkpoints made with other settings (say, the demo's shorter ones).
-        asked = args.prompts is not None or args.max_new_tokens is not None
-        if existing.get("fingerprint") == key or (
-            not asked and existing.get("inputs_fingerprint") == inputs_key
-        ):
-            say(f"voice curve: up to date ({trained.folder / CURVE_FILE}); --force scores again")
-            return existing
+    return _Plan(
+        run_name, trained, base, PreparedData.load(trained.data_dir), checkpoints, device, settings,
+        others_dir, inputs_key, fingerprint(inputs_key, settings),
+    )  # fmt: skip
 
-    header(f"voice curve: {len(checkpoints)} checkpoints of {run_name} on {device}")
-    train_texts = load_author_texts(data.texts_dir("train"))
-    val_texts = load_author_texts(data.texts_dir("val"))
+
+def _up_to_date(plan: _Plan, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The curve already written for these checkpoints: with the same settings, or (asked without
+    settings, as the merge script asks) with other settings (say, the demo's shorter ones)."""
+    existing = read_curve(plan.trained.folder)
+    if not existing or args.force:
+        return None
+    asked = args.prompts is not None or args.max_new_tokens is not None
+    if existing.get("fingerprint") == plan.key or (
+        not asked and existing.get("inputs_fingerprint") == plan.inputs_key
+    ):
+        return existing
+    return None
+
+
+@dataclass
+class _Judge:
+    """The validation prompts and what every model's continuations of them are measured with: the
+    voice score's scale (calibrated on validation text that is never a prompt and on the other
+    authors) and the copying check against the training text."""
+
+    prompts: list[str]
+    references: list[str]  # the author's own text that follows each prompt
+    scale: Any  # voice_score.VoiceScale
+    novelty: Any  # stylometry.NoveltyIndex
+    words: int  # words a calibration piece
+    seed: int
+
+    def copying(self, texts: Sequence[str]) -> tuple[float, int]:
+        """(share of the texts' 8-grams found in the training text, the longest copied span in words)."""
+        found = total = longest = 0
+        for text in texts:
+            f, t = self.novelty.ngram_overlap(text, NOVELTY_N)
+            found, total = found + f, total + t
+            longest = max(longest, self.novelty.longest_copied_span(text))
+        return (found / total if total else 0.0), longest
+
+    def estimate(self, texts: Sequence[str]) -> dict[str, Any]:
+        from voicetune.voice import voice_score as vs
+
+        return dict(vs.score_pieces(self.scale, list(texts), seed=self.seed).to_dict())
+
+    def difference(self, a: Sequence[str], b: Sequence[str]) -> dict[str, Any]:
+        """The voice-score difference a - b, paired on the same prompts."""
+        from voicetune.voice import voice_score as vs
+
+        return dict(vs.score_difference(self.scale, list(a), list(b), seed=self.seed).to_dict())
+
+
+def _judge(plan: _Plan, tokenizer: Any, train_texts: list[str], val_texts: list[str], seed: int) -> _Judge:
+    import numpy as np
+
+    from voicetune.core.prompting import render_prompt
+    from voicetune.voice import perplexity as lm
+    from voicetune.voice import voice_score as vs
+    from voicetune.voice.attribution import drop_the_author, load_other_authors
+    from voicetune.voice.benchmark import (
+        held_out_windows,
+        other_author_pieces,
+        split_other_authors,
+        split_prompts,
+    )
+    from voicetune.voice.stylometry import NoveltyIndex, load_author_texts
+
+    data, settings = plan.data, plan.settings
     others, dropped = drop_the_author(
-        load_other_authors(others_dir), train_texts + val_texts + load_author_texts(data.texts_dir("test"))
+        load_other_authors(plan.others_dir),
+        train_texts + val_texts + load_author_texts(data.texts_dir("test")),
     )
     for note in dropped:
         say(f"voice curve: note: {note}")
     others_reference, others_held_out = split_other_authors(others, OTHERS_HOLDOUT)
-    model, tokenizer = load_for_inference(base, None, device)
     windows = held_out_windows(
         val_texts,
         settings["prompt_tokens"],
         settings["max_new_tokens"],
         lambda s: lm.count_tokens(tokenizer, s),
     )
-    items, rest = split_prompts(windows, settings["prompts"], args.seed)
+    items, rest = split_prompts(windows, settings["prompts"], seed)
     if len(items) < 4 or not rest:
         raise VoicetuneError(
             f"the validation texts in {data.texts_dir('val')} hold only {len(windows)} prompt windows: "
             f"prepare with a larger val_fraction, or pass --prompts with fewer"
         )
-    fmt = data.prompt_format
-    prompts = [render_prompt(tokenizer, "continue", item.prompt, fmt) for item in items]
     references = [item.reference for item in items]
     words = max(20, int(np.median([len(r.split()) for r in references])))
     author_calibration = vs.cut_pieces(
-        [f"{w.prompt}\n\n{w.reference}" for w in rest], words, CALIBRATION_PIECES, seed=args.seed
+        [f"{w.prompt}\n\n{w.reference}" for w in rest], words, CALIBRATION_PIECES, seed=seed
     )
-    others_calibration = other_author_pieces(others_held_out, words, CALIBRATION_PIECES, args.seed)
+    others_calibration = other_author_pieces(others_held_out, words, CALIBRATION_PIECES, seed)
     scale = vs.fit_voice_scale(
         author_calibration,
         others_calibration,
         author_reference=train_texts,
         other_reference=others_reference,
-        seed=args.seed,
+        seed=seed,
         check_count=len(items),
     )
-    novelty = NoveltyIndex(train_texts)
+    prompts = [render_prompt(tokenizer, "continue", item.prompt, data.prompt_format) for item in items]
+    return _Judge(prompts, references, scale, NoveltyIndex(train_texts), words, seed)
 
-    def copying(texts: Sequence[str]) -> tuple[float, int]:
-        found = total = longest = 0
-        for text in texts:
-            f, t = novelty.ngram_overlap(text, NOVELTY_N)
-            found, total = found + f, total + t
-            longest = max(longest, novelty.longest_copied_span(text))
-        return (found / total if total else 0.0), longest
 
-    def estimate(texts: Sequence[str]) -> dict[str, Any]:
-        return dict(vs.score_pieces(scale, list(texts), seed=args.seed).to_dict())
+def build_curve(args: argparse.Namespace) -> dict[str, Any]:
+    """Score every saved checkpoint of the run (module docstring), choose the best and its strength,
+    write voice_curve.json and its plot; an up-to-date curve is returned as it is."""
+    import json
+
+    from voicetune.model.loading import load_for_inference
+    from voicetune.voice import perplexity as lm
+    from voicetune.voice.stylometry import load_author_texts
+
+    started = time.monotonic()
+    plan = _plan(args)
+    existing = _up_to_date(plan, args)
+    if existing is not None:
+        say(f"voice curve: up to date ({plan.trained.folder / CURVE_FILE}); --force scores again")
+        return existing
+
+    header(f"voice curve: {len(plan.checkpoints)} checkpoints of {plan.run} on {plan.device}")
+    settings, device = plan.settings, plan.device
+    train_texts = load_author_texts(plan.data.texts_dir("train"))
+    val_texts = load_author_texts(plan.data.texts_dir("val"))
+    model, tokenizer = load_for_inference(plan.base, None, device)
+    judge = _judge(plan, tokenizer, train_texts, val_texts, args.seed)
 
     def continuations(m: Any, label: str) -> list[str]:
         return lm.generate_continuations(
-            m, tokenizer, prompts, settings["max_new_tokens"], settings["temperature"], settings["top_p"],
-            1.0, args.seed, settings["batch_size"], add_special_tokens=False, desc=f"{label}: generate",
+            m, tokenizer, judge.prompts, settings["max_new_tokens"], settings["temperature"],
+            settings["top_p"], 1.0, args.seed, settings["batch_size"], add_special_tokens=False,
+            desc=f"{label}: generate",
         )  # fmt: skip
 
-    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text(encoding="utf-8"))
+    state = json.loads((plan.checkpoints[-1] / "trainer_state.json").read_text(encoding="utf-8"))
     losses = eval_losses(state)
     points: list[Point] = []
     generated: dict[str, list[str]] = {}
     if device == "cuda":  # the base model's point, for the plot; on a CPU it costs a minute, skipped
         texts = continuations(model, "base")
-        share, longest = copying(texts)
-        points.append(Point(0, None, estimate(texts), share, longest, losses.get(0)))
+        share, longest = judge.copying(texts)
+        points.append(Point(0, None, judge.estimate(texts), share, longest, losses.get(0)))
     # the strength's fluency guard compares with the base model: score it while it is loaded
     base_perplexity = validation_perplexity(model, tokenizer, val_texts, "base")
     # On a CPU each checkpoint goes onto a copy of the base in memory (reading it again from disk cost
@@ -375,42 +442,39 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
     def merged(folder: Path, scale: float = 1.0) -> Any:
         """The checkpoint folded into the base model at LoRA scale `scale`."""
         fresh = deepcopy(base_in_memory) if base_in_memory is not None else None
-        return load_for_inference(base, folder, device, merge_adapter=True, lora_scale=scale, loaded=fresh)[0]
+        return load_for_inference(
+            plan.base, folder, device, merge_adapter=True, lora_scale=scale, loaded=fresh
+        )[0]
 
-    for folder in checkpoints:
+    for folder in plan.checkpoints:
         step = int(folder.name.rsplit("-", 1)[1])
         model = merged(folder)
         texts = continuations(model, folder.name)
         del model
         lm.release_memory()
         generated[folder.name] = texts
-        share, longest = copying(texts)
-        point = Point(step, folder.name, estimate(texts), share, longest, losses.get(step))
+        share, longest = judge.copying(texts)
+        point = Point(step, folder.name, judge.estimate(texts), share, longest, losses.get(step))
         points.append(point)
         say(
             f"voice curve: step {step}: voice {_fmt(point.voice)}, copying {share:.1%}, eval loss "
             + (f"{point.eval_loss:.3f}" if point.eval_loss is not None else "n/a")
         )
-    author_share, author_longest = copying(references)
-
-    def difference(a: Sequence[str], b: Sequence[str]) -> dict[str, Any]:
-        """The voice-score difference a - b, paired on the same prompts."""
-        return dict(vs.score_difference(scale, list(a), list(b), seed=args.seed).to_dict())
-
+    author_share, author_longest = judge.copying(judge.references)
     best, why = choose_best(
-        points, author_share, lambda a, b: difference(generated[a.checkpoint], generated[b.checkpoint])
+        points, author_share, lambda a, b: judge.difference(generated[a.checkpoint], generated[b.checkpoint])
     )
-    best_folder = next(p for p in checkpoints if p.name == best.checkpoint)
+    best_folder = next(p for p in plan.checkpoints if p.name == best.checkpoint)
     strength = _try_stronger(
         merged, best_folder, generated[best_folder.name], base_perplexity, tokenizer, val_texts,
-        continuations, copying, author_share, difference,
+        continuations, judge.copying, author_share, judge.difference,
     )  # fmt: skip
     curve = {
         "schema_version": CURVE_VERSION,
-        "fingerprint": key,
-        "inputs_fingerprint": inputs_key,
-        "run": run_name,
-        "data_dir": str(data.folder),
+        "fingerprint": plan.key,
+        "inputs_fingerprint": plan.inputs_key,
+        "run": plan.run,
+        "data_dir": str(plan.data.folder),
         "prompts_from": "validation split (texts/val), never the test split",
         "settings": settings,
         "rule": "among checkpoints copying no more 8-grams of the training text than the author's own new "
@@ -419,7 +483,7 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         "scores clearly lower (paired), reads the validation text worse than the base model, or copies "
         "more than the author",
         "author": {
-            "voice_score": estimate(references),
+            "voice_score": judge.estimate(judge.references),
             "copying": {"ngram_share": author_share, "n": NOVELTY_N, "longest_span_words": author_longest},
         },
         "points": [p.as_json() for p in points],
@@ -432,14 +496,15 @@ def build_curve(args: argparse.Namespace) -> dict[str, Any]:
         },
         "strength": strength,
         "voice_scale": {
-            "measures_kept": [m.key for m in scale.measures if m.passed],
-            "words_per_piece": words,
+            "measures_kept": [m.key for m in judge.scale.measures if m.passed],
+            "words_per_piece": judge.words,
         },
         "seconds": round(time.monotonic() - started, 1),
     }
-    write_json_atomic(trained.folder / CURVE_FILE, curve)
-    plot_curve(curve, trained.folder / PLOT_FILE)
-    say(f"voice curve: wrote {trained.folder / CURVE_FILE} and {PLOT_FILE}")
+    run_folder = plan.trained.folder
+    write_json_atomic(run_folder / CURVE_FILE, curve)
+    plot_curve(curve, run_folder / PLOT_FILE)
+    say(f"voice curve: wrote {run_folder / CURVE_FILE} and {PLOT_FILE}")
     return curve
 
 
