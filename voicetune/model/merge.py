@@ -856,6 +856,57 @@ def _merge_into(
     merged_logits = parity.collect_logits(merged, encoded)
     seconds["merge_and_parity"] = round(time.monotonic() - clock, 2)
 
+    comparisons = _check_parity(
+        merged_logits, reference, base_logits, as_trained, as_trained_how, work, tolerance
+    )
+    gate = comparisons[0]
+
+    clock = time.monotonic()
+    _cast_parameters_(merged, _torch_dtype(out_dtype))
+    cast_logits = merged_logits if out_dtype == work else parity.collect_logits(merged, encoded)
+    merged.config.dtype = _torch_dtype(out_dtype)
+    merged.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=settings.max_shard_size)
+    tokenizer.save_pretrained(str(tmp))
+    if tokenizer.chat_template is None:
+        say(
+            f"warning: the tokenizer in {tokenizer_dir} has no chat template; generate will use plain prompts"
+        )
+    del merged, peft_model, model
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    seconds["save"] = round(time.monotonic() - clock, 2)
+
+    clock = time.monotonic()
+    comparisons += _verify_saved(tmp, out_dtype, work, device, encoded, cast_logits, reference)
+    seconds["verify"] = round(time.monotonic() - clock, 2)
+    return {
+        "parity": {
+            "max_abs_logit_diff": gate.max_abs_diff,
+            "tolerance": tolerance,
+            "passed": True,
+            "prompts": len(prompts),
+            "tokens": sum(int(ids.shape[1]) for ids in encoded),
+            "max_abs_logit": parity.max_abs_logit(reference),
+            "comparisons": [item.as_dict() for item in comparisons],
+            "device": device,
+        },
+        "seconds": seconds,
+    }
+
+
+def _check_parity(
+    merged_logits: Any,
+    reference: Any,
+    base_logits: Any,
+    as_trained: Any,
+    as_trained_how: str | None,
+    work: str,
+    tolerance: float,
+) -> list[parity.Comparison]:
+    """The merged model against base + adapter (the gate: raises past the tolerance), the adapter's own
+    effect (a warning when parity could not tell a merge from none) and, where known, the model as
+    trained; each said in a line."""
     comparisons = [
         parity.Comparison(
             f"merged ({work}) vs base + adapter ({work})",
@@ -888,24 +939,16 @@ def _merge_into(
             f"warning: the adapter changes logits by at most {comparisons[1].max_abs_diff:.3g}, close to the "
             f"tolerance: parity cannot tell this merge from no merge (was the adapter trained?)"
         )
+    return comparisons
 
-    clock = time.monotonic()
-    _cast_parameters_(merged, _torch_dtype(out_dtype))
-    cast_logits = merged_logits if out_dtype == work else parity.collect_logits(merged, encoded)
-    merged.config.dtype = _torch_dtype(out_dtype)
-    merged.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=settings.max_shard_size)
-    tokenizer.save_pretrained(str(tmp))
-    if tokenizer.chat_template is None:
-        say(
-            f"warning: the tokenizer in {tokenizer_dir} has no chat template; generate will use plain prompts"
-        )
-    del merged, peft_model, model
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    seconds["save"] = round(time.monotonic() - clock, 2)
 
-    clock = time.monotonic()
+def _verify_saved(
+    tmp: Path, out_dtype: str, work: str, device: str, encoded: Any, cast_logits: Any, reference: Any
+) -> list[parity.Comparison]:
+    """Reload the written folder and compare: the files must reproduce the merged model in memory (else
+    raises); how far rounding to out_dtype moved it from base + adapter is reported."""
+    from transformers import AutoModelForCausalLM
+
     reloaded = AutoModelForCausalLM.from_pretrained(
         str(tmp), dtype=_torch_dtype(out_dtype), use_safetensors=True, trust_remote_code=False
     ).to(device)
@@ -925,26 +968,12 @@ def _merge_into(
     )
     for item in (saved, rounding):
         say(f"parity: {item.line()}")
-    comparisons += [saved, rounding]
     if not saved.passed:
         raise VoicetuneError(
             f"the saved merged model does not reproduce the merged model (max |logit diff| "
             f"{saved.max_abs_diff:.3g}); nothing was written: check the disk and run again"
         )
-    seconds["verify"] = round(time.monotonic() - clock, 2)
-    return {
-        "parity": {
-            "max_abs_logit_diff": gate.max_abs_diff,
-            "tolerance": tolerance,
-            "passed": True,
-            "prompts": len(prompts),
-            "tokens": sum(int(ids.shape[1]) for ids in encoded),
-            "max_abs_logit": parity.max_abs_logit(reference),
-            "comparisons": [item.as_dict() for item in comparisons],
-            "device": device,
-        },
-        "seconds": seconds,
-    }
+    return [saved, rounding]
 
 
 def _cast_parameters_(model: Any, dtype: torch.dtype) -> None:
