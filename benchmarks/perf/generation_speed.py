@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Speed of one benchmark generation pass: the CPU demo's 160 prompts (40-token openings of the
-held-out text in the continue prompt, 80 new tokens, temperature 0.8, top-p 0.95) on a model folder.
+"""Speed of one benchmark generation pass: the CPU benchmark's prompts (40-token openings of the
+held-out text in the continue prompt, 80 new tokens, temperature 0.8, top-p 0.95) on a model folder;
+160 by default (the CPU default when generation_speed.json was measured; it is 128 now: --prompts).
 
 Each configuration is one pass of `voicetune.voice.perplexity.generate_continuations` at a batch size;
 `--repeat-kv` also times each with transformers' SDPA attention (key/value heads repeated for a

@@ -62,8 +62,12 @@ def load_for_inference(
     else:
         dtype = torch.float32
     try:
-        model = loaded or AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=dtype, use_safetensors=True, trust_remote_code=False
+        model = (
+            loaded
+            if loaded is not None
+            else AutoModelForCausalLM.from_pretrained(
+                str(model_dir), dtype=dtype, use_safetensors=True, trust_remote_code=False
+            )
         )
     except (OSError, ValueError) as exc:
         raise VoicetuneError(f"cannot load the model in {model_dir} ({exc}): check the folder") from exc
